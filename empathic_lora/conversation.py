@@ -1,0 +1,143 @@
+"""The conversation format: the only place that knows how a dialogue becomes tokens.
+
+Training, evaluation and chat all call these functions, so the model is always prompted
+exactly the way it was trained. A dialogue is rendered as
+
+    " <|prompt|> {speaker turn} <|response|> {listener turn} <|prompt|> ..." + " <|response|>"
+
+followed, when training, by the target `" {listener reply}"` and the tokenizer's eos token.
+
+The markers are plain text to the tokenizer (no new special tokens: under LoRA their embeddings
+would never be trained). Each turn is tokenized as two pieces, its marker and its text, so that a
+context can be cut on turn boundaries (oldest turns first) and a single over-long turn can keep
+its marker and lose only the oldest part of its text. Every piece starts with a space so the
+tokens of a turn do not depend on what stands before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+PROMPT_MARKER = "<|prompt|>"
+RESPONSE_MARKER = "<|response|>"
+MARKERS = (PROMPT_MARKER, RESPONSE_MARKER)
+
+Role = Literal["speaker", "listener"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role  # "speaker": the person describing a feeling; "listener": the empathetic replier
+    text: str
+
+
+def _marker(role: Role) -> str:
+    return PROMPT_MARKER if role == "speaker" else RESPONSE_MARKER
+
+
+def render(turns: Sequence[Turn], reply: str | None = None) -> str:
+    """The human-readable string of a context (and optional reply), for logs and sample dumps."""
+    text = "".join(f" {_marker(t.role)} {t.text}" for t in turns) + f" {RESPONSE_MARKER}"
+    return (text + (f" {reply}" if reply is not None else "")).strip()
+
+
+class Formatter:
+    """Turns dialogues into token ids for one tokenizer; holds the tokenized markers."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, history_turns: int | None = None):
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos token")
+        self.tokenizer = tokenizer
+        self.history_turns = history_turns
+        self.eos_id: int = tokenizer.eos_token_id
+        ids = self._tokenize([f" {PROMPT_MARKER}", f" {RESPONSE_MARKER}"])
+        self._marker_ids: dict[Role, list[int]] = {"speaker": ids[0], "listener": ids[1]}
+
+    @property
+    def cue_ids(self) -> list[int]:
+        """The tokens that ask the model for a listener reply."""
+        return self._marker_ids["listener"]
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def _window(self, turns: Sequence[Turn]) -> Sequence[Turn]:
+        if self.history_turns is None:
+            return turns
+        return turns[-self.history_turns :] if self.history_turns > 0 else []
+
+    def _context_ids(self, turns: Sequence[Turn], text_ids: list[list[int]], budget: int) -> list[int]:
+        """Newest turns first into `budget` tokens; the oldest kept turn may lose its oldest text."""
+        pieces: list[list[int]] = []
+        for turn, ids in zip(reversed(turns), reversed(text_ids)):
+            marker = self._marker_ids[turn.role]
+            room = budget - len(marker)
+            if room <= 0:
+                break
+            pieces.append(marker + ids[-room:] if len(ids) > room else marker + ids)
+            budget -= len(pieces[-1])
+        return [token for piece in reversed(pieces) for token in piece]
+
+    def encode_prompt(self, turns: Sequence[Turn], max_tokens: int) -> list[int]:
+        """Context plus response cue in at most `max_tokens` tokens, as fed to `generate`."""
+        turns = self._window(turns)
+        budget = max_tokens - len(self.cue_ids)
+        if budget <= 0:
+            raise ValueError(f"a prompt budget of {max_tokens} tokens cannot hold the response cue")
+        text_ids = self._tokenize([f" {t.text}" for t in turns])
+        return self._context_ids(turns, text_ids, budget) + self.cue_ids
+
+    def encode_examples(
+        self, contexts: Sequence[Sequence[Turn]], targets: Sequence[str], max_length: int
+    ) -> tuple[list[list[int]], list[int]]:
+        """Training examples for a batch of dialogues: token ids and each one's prompt length.
+
+        Labels are the ids with the first `prompt_length` positions ignored: the target and the
+        final eos are supervised. An example whose target and eos alone do not fit `max_length`
+        is dropped (its prompt length is reported as -1 and its ids are empty).
+        """
+        windows = [self._window(turns) for turns in contexts]
+        flat = self._tokenize([f" {t.text}" for turns in windows for t in turns])
+        target_ids = self._tokenize([f" {target}" for target in targets])
+        input_ids: list[list[int]] = []
+        prompt_lengths: list[int] = []
+        offset = 0
+        for turns, target in zip(windows, target_ids):
+            text_ids, offset = flat[offset : offset + len(turns)], offset + len(turns)
+            reply = target + [self.eos_id]
+            budget = max_length - len(self.cue_ids) - len(reply)
+            if budget < 0:
+                input_ids.append([])
+                prompt_lengths.append(-1)
+                continue
+            prompt = self._context_ids(turns, text_ids, budget) + self.cue_ids
+            input_ids.append(prompt + reply)
+            prompt_lengths.append(len(prompt))
+        return input_ids, prompt_lengths
+
+
+def extract_reply(text: str) -> str:
+    """The reply a generation holds: up to the first marker (a new turn), whitespace stripped."""
+    cut = len(text)
+    for marker in MARKERS:
+        index = text.find(marker)
+        if index != -1:
+            cut = min(cut, index)
+    return text[:cut].strip()
+
+
+def could_become_marker(text: str) -> int:
+    """How many trailing characters of `text` might be the start of a marker still being generated.
+
+    A streaming printer holds those characters back until it knows whether a marker follows.
+    """
+    for keep in range(min(len(text), max(map(len, MARKERS))), 0, -1):
+        if any(marker.startswith(text[-keep:]) for marker in MARKERS):
+            return keep
+    return 0

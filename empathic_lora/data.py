@@ -1,0 +1,287 @@
+"""EmpatheticDialogues as training examples: the LightningDataModule, its cache and its collator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from datasets import Dataset, load_from_disk
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from empathic_lora.builtin import SAMPLE, SAMPLE_DIR
+from empathic_lora.conversation import Formatter, Turn
+from empathic_lora.download import (
+    OFFICIAL_SHA256,
+    OFFICIAL_URL,
+    SPLIT_FILES,
+    check_data_dir,
+    default_cache_dir,
+    ensure_downloaded,
+)
+from empathic_lora.errors import UserError
+from empathic_lora.parsing import Row, read_split
+from empathic_lora.sampling import LengthGroupedSampler
+
+log = logging.getLogger(__name__)
+
+Format = Literal["dialogue", "seed"]
+# Bump when the tokenized layout or the conversation format changes, so old caches are not reused.
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Example:
+    conv_id: str
+    emotion: str
+    situation: str
+    context: tuple[Turn, ...]
+    target: str
+
+
+def build_examples(rows: Sequence[Row], format: Format) -> list[Example]:
+    """`dialogue`: one example per listener turn, the conversation so far as context.
+    `seed`: one example per row, the situation as the only context (the reference notebook)."""
+    if format == "seed":
+        return [Example(r.conv_id, r.emotion, r.situation, (Turn("speaker", r.situation),), r.utterance) for r in rows]
+    conversations: dict[str, list[Row]] = {}
+    for row in rows:
+        conversations.setdefault(row.conv_id, []).append(row)
+    examples = []
+    for conv_id, turns in conversations.items():
+        turns.sort(key=lambda r: r.utterance_idx)
+        for i, row in enumerate(turns):
+            if row.utterance_idx % 2 == 0:
+                context = tuple(
+                    Turn("speaker" if r.utterance_idx % 2 else "listener", r.utterance) for r in turns[:i]
+                )
+                examples.append(Example(conv_id, row.emotion, row.situation, context, row.utterance))
+    return examples
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{text}|{tokenizer.eos_token}".encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Collator:
+    """Pads a batch to its longest example (never to `max_length`) and builds the labels.
+
+    Labels are -100 on the prompt and on padding, the token id elsewhere: the target and the final
+    eos are trained. Padding is found by position, never by `pad_id`, because pad = eos and the
+    eos label must stay.
+    """
+
+    pad_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(item["input_ids"]) for item in items)
+        input_ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
+        labels = torch.full((len(items), longest), -100, dtype=torch.long)
+        for row, item in enumerate(items):
+            ids = torch.tensor(item["input_ids"], dtype=torch.long)
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+            labels[row, item["prompt_length"] : len(ids)] = ids[item["prompt_length"] :]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class EmpatheticDialoguesDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        format: Format = "dialogue",
+        history_turns: int | None = 4,
+        max_length: int = 256,
+        batch_size: int = 8,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        max_examples: int | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        download_url: str = OFFICIAL_URL,
+        download_sha256: str = OFFICIAL_SHA256,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        """EmpatheticDialogues as causal-LM examples.
+
+        Args:
+            data_dir: Directory with the official `train.csv`, `valid.csv`, `test.csv`. `None`
+                downloads the official archive into `cache_dir`; `builtin:sample` is the small
+                hand-written sample shipped in the package (the offline quickstart).
+            format: `dialogue` (one example per listener turn, the conversation so far as
+                context, as chat prompts it) or `seed` (situation -> utterance, one per row, the
+                reference notebook's format).
+            history_turns: Keep at most this many preceding turns as context (`null`: all).
+            max_length: Longest example in tokens. Over-long examples lose their oldest context
+                first; one whose target alone does not fit is dropped.
+            batch_size: Training batch size.
+            eval_batch_size: Validation, test and predict batch size.
+            num_workers: DataLoader worker processes.
+            group_by_length: Batch examples of similar length together (shuffled buckets), so
+                less compute is spent on padding.
+            max_examples: Use only the first N examples of each split (quick experiments).
+            seed: Seed of the training order.
+            cache_dir: Where downloads and tokenized data are cached (default
+                `$EMPATHIC_LORA_CACHE` or `~/.cache/empathic_lora`).
+            download_url: Archive fetched when `data_dir` is `null`.
+            download_sha256: Expected sha256 of that archive; a mismatch is refused.
+            tokenizer: Set from the model by the CLI; pass it yourself outside the CLI.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer"])
+        if max_length < 8:
+            raise UserError(f"--data.max_length {max_length} is too small to hold a reply")
+        self.tokenizer = tokenizer
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.datasets: dict[str, Dataset] = {}
+        self._examples: dict[str, list[Example]] = {}
+
+    # -- sources -------------------------------------------------------------------------------
+    def raw_dir(self) -> Path:
+        data_dir = self.hparams.data_dir
+        if data_dir == SAMPLE:
+            return SAMPLE_DIR
+        if data_dir is None:
+            return ensure_downloaded(self.cache_dir, self.hparams.download_url, self.hparams.download_sha256)
+        return Path(data_dir).expanduser()
+
+    def examples(self, split: str) -> list[Example]:
+        """The untokenized examples of a split (`train`, `val`, `test`), e.g. for generation."""
+        if split not in self._examples:
+            rows = read_split(self.raw_dir() / SPLIT_FILES[split])
+            examples = build_examples(rows, self.hparams.format)
+            self._examples[split] = examples[: self.hparams.max_examples]
+        return self._examples[split]
+
+    @property
+    def formatter(self) -> Formatter:
+        if self.tokenizer is None:
+            raise ValueError("EmpatheticDialoguesDataModule needs a tokenizer (the CLI links the model's)")
+        return Formatter(self.tokenizer, self.hparams.history_turns)
+
+    # -- tokenized cache -----------------------------------------------------------------------
+    def _cache_path(self, split: str) -> Path:
+        h = self.hparams
+        key = json.dumps(
+            [CACHE_VERSION, _file_sha256(self.raw_dir() / SPLIT_FILES[split]), tokenizer_fingerprint(self.tokenizer),
+             h.format, h.history_turns, h.max_length, h.max_examples],
+        )
+        return self.cache_dir / "tokenized" / hashlib.sha256(key.encode()).hexdigest()[:24] / split
+
+    def _tokenize(self, split: str, path: Path) -> None:
+        examples = self.examples(split)
+        formatter = self.formatter
+        table = Dataset.from_dict({"example_index": list(range(len(examples)))})
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            chosen = [examples[i] for i in batch["example_index"]]
+            ids, prompt_lengths = formatter.encode_examples(
+                [e.context for e in chosen], [e.target for e in chosen], self.hparams.max_length
+            )
+            kept = [i for i, p in enumerate(prompt_lengths) if p >= 0]
+            return {
+                "example_index": [batch["example_index"][i] for i in kept],
+                "input_ids": [ids[i] for i in kept],
+                "prompt_length": [prompt_lengths[i] for i in kept],
+                "length": [len(ids[i]) for i in kept],
+            }
+
+        fingerprint = path.parent.name + split
+        table = table.map(encode, batched=True, batch_size=2000, new_fingerprint=fingerprint, desc=f"tokenizing {split}")
+        dropped = len(examples) - len(table)
+        if len(table) == 0:
+            raise UserError(
+                f"--data.max_length {self.hparams.max_length} is smaller than every target in the {split} split"
+            )
+        staging = path.with_name(path.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        table.save_to_disk(str(staging))
+        (staging / "empathic_lora.json").write_text(json.dumps({"examples": len(examples), "dropped": dropped}))
+        staging.replace(path)
+
+    def _load(self, split: str) -> Dataset:
+        path = self._cache_path(split)
+        if not path.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._tokenize(split, path)
+        meta = json.loads((path / "empathic_lora.json").read_text())
+        if meta["dropped"]:
+            log.warning(
+                "%s: dropped %d of %d examples whose reply alone exceeds max_length %d",
+                split, meta["dropped"], meta["examples"], self.hparams.max_length,
+            )
+        return load_from_disk(str(path))
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+    def _splits(self, stage: str | None) -> list[str]:
+        return {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}.get(
+            stage or "", ["train", "val", "test"]
+        )
+
+    def prepare_data(self) -> None:
+        # Runs on one process: download and tokenize once, so every DDP rank finds the cache.
+        raw = self.raw_dir()
+        check_data_dir(raw, list(SPLIT_FILES))
+        for split in self._splits(self.trainer.state.fn.value if self.trainer and self.trainer.state.fn else None):
+            self._load(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        check_data_dir(self.raw_dir(), list(SPLIT_FILES))
+        for split in self._splits(stage):
+            if split not in self.datasets:
+                self.datasets[split] = self._load(split)
+
+    def _collator(self) -> Collator:
+        return Collator(pad_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id)
+
+    def _loader(self, split: str, batch_size: int, sampler: Any) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=self._collator(),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=bool(self.trainer and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        if self.hparams.group_by_length:
+            sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size, seed=self.hparams.seed)
+        else:
+            sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(self.hparams.seed))
+        return self._loader("train", self.hparams.batch_size, sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # Order does not change corpus-level metrics; sorting by length minimises padding.
+        lengths = self.datasets[split]["length"]
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        return self._loader(split, self.hparams.eval_batch_size, order)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,67 @@
+"""Shared fixtures. Tests never reach the network: the Hub is offline and caches are per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMPATHIC_LORA_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per test session: downloads and tokenized data are reused across tests."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["EMPATHIC_LORA_CACHE"] = str(cache)
+    return cache
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        message = f"{path} is missing: the real data and models from ../shared are needed (set EMPATHIC_LORA_SHARED)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)  # CI has ../shared: a missing copy is a failure, never a skip
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ed_dir() -> Path:
+    return _need(SHARED / "data" / "empatheticdialogues")
+
+
+@pytest.fixture(scope="session")
+def distilgpt2_dir() -> Path:
+    return _need(SHARED / "models" / "distilgpt2-architecture")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    return _need(SHARED / "models" / "smollm2-135m-instruct-gguf")
+
+
+def run_python(*args: str, timeout: float = 600, input: str | bytes | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python ARGS` as a user would, from the project root, capturing both streams."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=not isinstance(input, bytes),
+        timeout=timeout, input=input, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """A user mistake: non-zero exit, an `error:` line naming the culprit, no traceback."""
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode != 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "error" in stderr.lower(), stderr
+    for needle in needles:
+        assert needle in stderr, stderr
