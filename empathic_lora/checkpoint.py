@@ -1,0 +1,91 @@
+"""Checkpoint files: safe reading, atomic writing, and the proof that an adapter fits its base.
+
+A checkpoint holds only the LoRA weights plus plain hyperparameters, so it loads with
+`torch.load(weights_only=True)`: a file from a stranger can never run code here.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from empathic_lora.errors import UserError
+
+# Bump when what a checkpoint holds changes incompatibly; loading refuses other versions.
+FORMAT_VERSION = 1
+META_KEY = "empathic_lora"
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, or a `UserError` naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).splitlines()[0]
+        raise UserError(
+            f"checkpoint {path} was refused: it holds objects that safe (weights_only) loading does not "
+            f"allow, which could run code ({reason})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or META_KEY not in checkpoint:
+        raise UserError(f"{path} is not an empathic_lora checkpoint (no {META_KEY!r} section)")
+    version = checkpoint[META_KEY].get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"checkpoint {path} has format version {version}, this empathic_lora reads version {FORMAT_VERSION}"
+        )
+    return checkpoint
+
+
+def check_base(recorded: dict[str, Any], actual: dict[str, Any], recorded_name: str, actual_name: str) -> None:
+    """Refuse an adapter on a base other than the one it was trained on, naming both."""
+    keys = [k for k in recorded if k != "weights_sha256" and recorded[k] != actual.get(k)]
+    if keys:
+        details = ", ".join(f"{k} {recorded[k]} vs {actual.get(k)}" for k in keys)
+        raise UserError(
+            f"the checkpoint was trained on base model {recorded_name!r}, which differs from {actual_name!r} ({details})"
+        )
+    if recorded.get("weights_sha256") != actual.get("weights_sha256"):
+        raise UserError(
+            f"the checkpoint was trained on base model {recorded_name!r}, whose weights differ from those of "
+            f"{actual_name!r}; pass the same base (and the same init_seed for random_init)"
+        )
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, reading only with `weights_only=True` and writing atomically.
+
+    Lightning writes a checkpoint in place, so a kill during the write would leave a corrupt
+    `last.ckpt`; here it goes to a temporary file in the same directory and is renamed.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+        try:
+            with os.fdopen(handle, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read(path)

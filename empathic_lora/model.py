@@ -1,0 +1,167 @@
+"""The LightningModule: a frozen causal LM with a PEFT LoRA adapter, trained on replies only."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from torchmetrics import MeanMetric
+from torchmetrics.text import Perplexity
+from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+from empathic_lora import base, checkpoint
+from empathic_lora.errors import UserError
+
+Batch = dict[str, torch.Tensor]
+
+
+def build_peft_model(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, bias: str, target_modules: list[str]
+) -> PeftModel:
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:
+        if "not found in the base model" not in str(error):
+            raise
+        raise UserError(
+            f"--model.target_modules {target_modules} match no module of the base model; "
+            f"its projection layers are: {', '.join(base.linear_module_names(model))}"
+        ) from None
+
+
+class EmpatheticLoRAModule(L.LightningModule):
+    def __init__(
+        self,
+        base_model: str = "distilgpt2",
+        gguf_file: str | None = None,
+        random_init: bool = False,
+        init_seed: int = 0,
+        r: int = 8,
+        alpha: int = 32,
+        dropout: float = 0.05,
+        bias: Literal["none", "all", "lora_only"] = "none",
+        target_modules: list[str] | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        scheduler: Literal["linear", "cosine", "constant"] = "linear",
+    ) -> None:
+        """LoRA fine-tuning of a causal LM on listener replies.
+
+        Args:
+            base_model: Hugging Face Hub id, local directory, or `builtin:tiny-gpt2`.
+            gguf_file: Load the base from this GGUF file inside the `base_model` directory.
+            random_init: Build the base from its config with fresh weights drawn from
+                `init_seed` (for architecture-only directories; the checkpoint rebuilds it).
+            init_seed: Seed of those fresh weights.
+            r: LoRA rank.
+            alpha: LoRA scaling numerator (the update is scaled by alpha / r).
+            dropout: Dropout on the LoRA input.
+            bias: Which biases to train: `none`, `all` or `lora_only`.
+            target_modules: Module names that get adapters; `null` picks PEFT's default for the
+                architecture (`c_attn` for GPT-2, `q_proj`/`v_proj` for Llama).
+            lr: AdamW learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_steps: Steps of linear warm-up from 0 to `lr`.
+            scheduler: Decay after warm-up over the Trainer's estimated steps.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = base.load_tokenizer(base_model, gguf_file)
+        backbone = base.load_model(base_model, gguf_file, random_init, init_seed)
+        targets = target_modules or base.default_target_modules(backbone)
+        self.model = build_peft_model(backbone, r, alpha, dropout, bias, targets)
+        self.base_signature = base.signature(self.model, self.tokenizer)
+        # Checkpoints hold only the trainable weights; the frozen base is rebuilt on load.
+        self.strict_loading = False
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_ppl, self.test_ppl = Perplexity(ignore_index=-100), Perplexity(ignore_index=-100)
+
+    # -- forward -------------------------------------------------------------------------------
+    def supervised_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 logits and targets at the supervised (reply) positions only.
+
+        The vocabulary projection is applied only where a label exists: most tokens are context,
+        and the LM head is about half the FLOPs of a small model. The result is exactly the
+        full-logits loss over the same tokens (tested).
+        """
+        causal_lm = self.model.get_base_model()
+        decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        labels = batch["labels"][:, 1:]
+        supervised = labels != -100
+        logits = causal_lm.get_output_embeddings()(hidden[:, :-1][supervised])
+        return logits.float(), labels[supervised]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        logits, targets = self.supervised_logits(batch)
+        loss = F.cross_entropy(logits, targets)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        # Lightning validates only at epoch or interval boundaries; a run cut short by max_steps
+        # would end without a val/ppl (and without a best checkpoint). Stopping here makes the
+        # fit loop validate once more before it ends.
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
+
+    def _evaluate(self, batch: Batch, loss_metric: MeanMetric, ppl_metric: Perplexity, stage: str) -> None:
+        logits, targets = self.supervised_logits(batch)
+        loss_metric.update(F.cross_entropy(logits, targets), weight=targets.numel())
+        ppl_metric.update(logits.unsqueeze(0), targets.unsqueeze(0))
+        size = batch["input_ids"].shape[0]
+        self.log(f"{stage}/loss", loss_metric, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/ppl", ppl_metric, prog_bar=True, batch_size=size)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_ppl, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_loss, self.test_ppl, "test")
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = self.hparams.warmup_steps
+        if self.hparams.scheduler == "cosine":
+            schedule = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+        elif self.hparams.scheduler == "linear":
+            schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        else:
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def trainable_state_keys(self) -> set[str]:
+        return {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        keep = self.trainable_state_keys()
+        ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if k in keep}
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        ckpt[checkpoint.META_KEY] = {
+            "format_version": checkpoint.FORMAT_VERSION,
+            "signature": self.base_signature,
+            "data": dict(datamodule.hparams) if datamodule is not None else {},
+        }
+
+    def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        recorded = ckpt.get("hyper_parameters", {}).get("base_model", "?")
+        checkpoint.check_base(ckpt[checkpoint.META_KEY]["signature"], self.base_signature, recorded, self.hparams.base_model)
+        expected, found = self.trainable_state_keys(), set(ckpt["state_dict"])
+        if expected != found:
+            missing, extra = sorted(expected - found), sorted(found - expected)
+            raise UserError(
+                f"the checkpoint's adapter does not fit this model: {len(missing)} adapter weight(s) missing "
+                f"(e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]}); check --model.r and "
+                "--model.target_modules against the run that made it"
+            )
