@@ -1,0 +1,93 @@
+"""The training command line: LightningCLI over the LoRA module and the EmpatheticDialogues data."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from empathic_lora.checkpoint import SafeCheckpointIO
+from empathic_lora.data import EmpatheticDialoguesDataModule
+from empathic_lora.errors import UserError, run_cli
+from empathic_lora.model import EmpatheticLoRAModule
+
+RUNS = "lightning_logs"  # runs/version_N under default_root_dir, one per run: nothing is overwritten
+
+DEFAULT_CALLBACKS = [
+    {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {
+            "monitor": "val/ppl",
+            "mode": "min",
+            "save_last": True,
+            "filename": "best-epoch{epoch}-step{step}",
+            "auto_insert_metric_name": False,
+        },
+    },
+]
+
+
+def default_loggers(root_dir: str) -> list[Logger]:
+    """CSV always (metrics.csv feeds the plots), TensorBoard beside it when installed."""
+    csv = CSVLogger(root_dir, name=RUNS)
+    loggers: list[Logger] = [csv]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(root_dir, name=RUNS, version=csv.version))
+    except ModuleNotFoundError:
+        pass
+    return loggers
+
+
+def find_last_checkpoint(root_dir: str) -> str:
+    """The newest `last.ckpt` of any run under `root_dir`, for `--ckpt_path last`."""
+    candidates = sorted(Path(root_dir, RUNS).glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise UserError(f"--ckpt_path last: no last.ckpt under {Path(root_dir, RUNS)}/version_*/checkpoints")
+    return str(candidates[-1])
+
+
+class EmpathicCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # One tokenizer, loaded with the base model, is the one the data is encoded with.
+        parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="instantiate")
+        parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS, "trainer.precision": "16-mixed", "trainer.max_epochs": 2})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(str(self.subcommand), self.config)
+        if config.get("ckpt_path") == "last":
+            config["ckpt_path"] = find_last_checkpoint(config["trainer"]["default_root_dir"] or ".")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = default_loggers(config.get("default_root_dir") or ".")
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("empathic_lora")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
+def main(args: list[str] | None = None) -> None:
+    _log_to_stderr()
+    run_cli(
+        lambda: EmpathicCLI(
+            EmpatheticLoRAModule,
+            EmpatheticDialoguesDataModule,
+            seed_everything_default=0,
+            args=args,
+        )
+    )
