@@ -1,0 +1,49 @@
+"""The DataModule's tokenized cache and batches, on the shipped sample with the builtin tokenizer."""
+
+from pathlib import Path
+
+import pytest
+
+from empathic_lora.base import load_tokenizer
+from empathic_lora.conversation import Formatter
+from empathic_lora.data import EmpatheticDialoguesDataModule
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("builtin:tiny-gpt2")
+
+
+def _datamodule(tokenizer, cache: Path, **kwargs) -> EmpatheticDialoguesDataModule:
+    dm = EmpatheticDialoguesDataModule(data_dir="builtin:sample", cache_dir=str(cache), tokenizer=tokenizer, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_second_run_reuses_the_tokenized_cache(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _datamodule(tokenizer, tmp_path, max_length=128)
+    calls = []
+    original = Formatter.encode_examples
+    monkeypatch.setattr(Formatter, "encode_examples", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    second = _datamodule(tokenizer, tmp_path, max_length=128)
+    assert calls == []  # same data, tokenizer and settings: nothing tokenized again
+    assert second.datasets["train"]["input_ids"] == first.datasets["train"]["input_ids"]
+    _datamodule(tokenizer, tmp_path, max_length=64)
+    assert calls  # another max_length is another cache entry
+
+
+def test_batches_are_padded_to_their_longest_example(tokenizer, tmp_path: Path) -> None:
+    dm = _datamodule(tokenizer, tmp_path, max_length=128, batch_size=4)
+    lengths = []
+    for batch in dm.train_dataloader():
+        width = batch["input_ids"].shape[1]
+        assert width == int(batch["attention_mask"].sum(1).max())
+        lengths.append(width)
+    assert len(set(lengths)) > 1  # widths follow the batch, not max_length
+
+
+def test_seed_format_has_one_example_per_row(tokenizer, tmp_path: Path) -> None:
+    dm = _datamodule(tokenizer, tmp_path, format="seed")
+    assert len(dm.datasets["train"]) == 196  # rows in the sample's train.csv
+    first = dm.examples("train")[0]
+    assert [t.role for t in first.context] == ["speaker"] and first.context[0].text == first.situation
