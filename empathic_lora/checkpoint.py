@@ -63,6 +63,16 @@ def check_base(recorded: dict[str, Any], actual: dict[str, Any], recorded_name: 
         )
 
 
+def check_adapter_keys(expected: set[str], found: set[str], what: str, hint: str) -> None:
+    """Refuse an adapter whose weights do not fill the model's adapter slots one for one."""
+    if expected != found:
+        missing, extra = sorted(expected - found), sorted(found - expected)
+        raise UserError(
+            f"{what} does not fit this model: {len(missing)} adapter weight(s) missing (e.g. {missing[:1]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:1]}); {hint}"
+        )
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O, reading only with `weights_only=True` and writing atomically.
 

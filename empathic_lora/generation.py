@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
-from empathic_lora.conversation import MARKERS, Formatter, Turn, extract_reply
+from empathic_lora.conversation import MARKERS, Formatter, Turn, could_become_marker, extract_reply
 
 
 @dataclass
@@ -86,3 +87,78 @@ def generate_replies(
     )
     texts = tokenizer.batch_decode(output[:, longest:], skip_special_tokens=True)
     return [extract_reply(text) for text in texts]
+
+
+# Bidirectional overrides reorder what a terminal shows ("trojan source"); they are not controls (Cc).
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """`text` safe to write to a terminal: line breaks and tabs become spaces, other control
+    characters (ESC starts every terminal escape sequence) and bidirectional overrides are dropped.
+
+    Character by character, so a stream of pieces cleans to the same text as the whole.
+    """
+    return "".join(
+        " " if char in "\t\n\r\v\f" else char
+        for char in text
+        if char in "\t\n\r\v\f" or (unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS)
+    )
+
+
+class _ReplyStreamer(TextStreamer):
+    """transformers' word-by-word decoding, shown as a reply: printable, cut at the first marker,
+    whitespace-stripped, and holding back text that may yet become a marker."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+        self.text = ""
+        self.reply = ""
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text += text
+        clean = printable(self.text)
+        cut = min((i for i in (clean.find(m) for m in MARKERS) if i != -1), default=None)
+        if cut is None:
+            cut = len(clean) - (0 if stream_end else could_become_marker(clean))
+        # Trailing whitespace waits for more text: the reply is stripped, the stream must match it.
+        shown = clean[:cut].strip()
+        if len(shown) > len(self.reply):
+            self.on_text(shown[len(self.reply) :])
+            self.reply = shown
+
+
+@torch.inference_mode()
+def stream_reply(
+    model: PreTrainedModel,
+    formatter: Formatter,
+    turns: Sequence[Turn],
+    settings: GenerationSettings,
+    on_text: Callable[[str], None],
+) -> str:
+    """One reply to `turns`, handed to `on_text` piece by piece while it is generated; returns it.
+
+    The prompt, decoding and stopping are those of `generate_replies`. The pieces are printable
+    (see `printable`), never hold a marker or the surrounding whitespace, and join to the returned
+    reply. Beam search cannot stream in transformers: its reply arrives as one piece.
+    """
+    tokenizer = formatter.tokenizer
+    prompt = torch.tensor([formatter.encode_prompt(turns, prompt_budget(model, settings))])
+    streamer = _ReplyStreamer(tokenizer, on_text)
+    beams = settings.num_beams > 1
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    device = next(model.parameters()).device
+    output = model.generate(
+        input_ids=prompt.to(device),
+        attention_mask=torch.ones_like(prompt).to(device),
+        generation_config=settings.generation_config(tokenizer),
+        tokenizer=tokenizer,
+        streamer=None if beams else streamer,
+    )
+    if beams:
+        streamer.put(prompt)  # skipped, as a prompt
+        streamer.put(output[0, prompt.shape[1] :].cpu())
+        streamer.end()
+    return streamer.reply

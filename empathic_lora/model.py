@@ -157,11 +157,7 @@ class EmpatheticLoRAModule(L.LightningModule):
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
         recorded = ckpt.get("hyper_parameters", {}).get("base_model", "?")
         checkpoint.check_base(ckpt[checkpoint.META_KEY]["signature"], self.base_signature, recorded, self.hparams.base_model)
-        expected, found = self.trainable_state_keys(), set(ckpt["state_dict"])
-        if expected != found:
-            missing, extra = sorted(expected - found), sorted(found - expected)
-            raise UserError(
-                f"the checkpoint's adapter does not fit this model: {len(missing)} adapter weight(s) missing "
-                f"(e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]}); check --model.r and "
-                "--model.target_modules against the run that made it"
-            )
+        checkpoint.check_adapter_keys(
+            self.trainable_state_keys(), set(ckpt["state_dict"]), "the checkpoint's adapter",
+            "check --model.r and --model.target_modules against the run that made it",
+        )

@@ -49,6 +49,16 @@ def smollm2_dir() -> Path:
     return _need(SHARED / "models" / "smollm2-135m-instruct-gguf")
 
 
+@pytest.fixture(scope="session")
+def quickstart_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `last.ckpt` of one short quickstart run (offline tiny GPT-2), shared by the whole session."""
+    root = tmp_path_factory.mktemp("quickstart")
+    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "3",
+                        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+
+
 def run_python(*args: str, timeout: float = 600, input: str | bytes | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run `python ARGS` as a user would, from the project root, capturing both streams."""
     return subprocess.run(

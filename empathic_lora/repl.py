@@ -1,0 +1,260 @@
+"""`python chat.py`: talk to a trained model in a terminal, or through a pipe one line at a time.
+
+In a terminal: a `you>` prompt, the reply streamed after `bot>`, and the commands /help, /reset
+and /quit (Ctrl-D and Ctrl-C leave too). With stdin not a terminal: one message per line in, one
+reply per line out on stdout, everything else on stderr. `--message TEXT` answers one message.
+The conversation is prompted exactly as training formatted it (`conversation.Formatter`), from the
+last `--history_turns` turns, cut from the left to fit the model's context with the reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, fields
+from typing import BinaryIO, TextIO, get_args
+
+import transformers
+
+from empathic_lora import inference
+from empathic_lora.conversation import Formatter, Turn
+from empathic_lora.errors import UserError, run_cli
+from empathic_lora.generation import GenerationSettings, context_window, printable, prompt_budget, stream_reply
+from empathic_lora.safety import DEFAULT_MESSAGE, CrisisCheck
+
+PROMPT, BOT = "you> ", "bot> "
+NO_REPLY = "(the model produced no printable reply; try rephrasing, or /reset)"
+COMMANDS = {
+    "/help": "list the commands and the current generation settings",
+    "/reset": "forget the conversation so far",
+    "/quit": "leave (Ctrl-D and Ctrl-C leave too)",
+}
+# A message is cut to this many characters per token of room before it is tokenized, so that a
+# pasted megabyte costs no more than a page; byte-level BPE tokens are rarely longer than this.
+CHARS_PER_TOKEN = 16
+
+
+class ChatSession:
+    """One conversation: its history, the decoding settings and the model they are fed to."""
+
+    def __init__(
+        self, loaded: inference.InferenceModel, settings: GenerationSettings, history_turns: int | None, crisis: CrisisCheck
+    ) -> None:
+        self.loaded, self.settings, self.crisis = loaded, settings, crisis
+        self.formatter = Formatter(loaded.tokenizer, history_turns)
+        self.history: list[Turn] = []
+        window = context_window(loaded.model)
+        overhead = len(self.formatter.encode_prompt([Turn("speaker", "")], window))  # turn marker and reply cue
+        self.message_room = prompt_budget(loaded.model, settings) - overhead
+        if self.message_room < 1:
+            raise UserError(
+                f"--max_new_tokens {settings.max_new_tokens} leaves no room for a message in the model's "
+                f"context of {window} tokens"
+            )
+
+    def fit(self, message: str) -> tuple[str, bool]:
+        """The end of `message` that fits the model's context as the newest turn, and whether it was cut.
+
+        The formatter would cut it too, on every later turn; cutting once keeps the history small
+        and lets the user know.
+        """
+        text = message[-self.message_room * CHARS_PER_TOKEN :]
+        ids = self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.message_room:
+            text = self.loaded.tokenizer.decode(ids[-self.message_room :], skip_special_tokens=True)
+        return text.strip(), len(text) < len(message)
+
+    def respond(self, message: str, on_text: Callable[[str], None]) -> str:
+        """Stream the reply to `message` given the history; an empty reply leaves the history as it was."""
+        turns = [*self.history, Turn("speaker", message)]
+        reply = stream_reply(self.loaded.model, self.formatter, turns, self.settings, on_text)
+        if reply:
+            keep = self.formatter.history_turns
+            turns.append(Turn("listener", reply))
+            # Older turns can never reach the prompt again.
+            self.history = turns if keep is None else turns[max(0, len(turns) - keep) :]
+        return reply
+
+    def reset(self) -> None:
+        self.history = []
+
+    def help(self) -> str:
+        commands = "\n".join(f"  {name:<7} {text}" for name, text in COMMANDS.items())
+        settings = " ".join(f"{key}={value}" for key, value in asdict(self.settings).items())
+        device = next(self.loaded.model.parameters()).device
+        window = self.formatter.history_turns
+        return (
+            f"commands:\n{commands}\ngeneration: {settings}\n"
+            f"history: {len(self.history)} turns (context: the last {'all' if window is None else window}); "
+            f"device: {device}; model: {self.loaded.source}"
+        )
+
+
+def answer(session: ChatSession, message: str, out: TextIO, prefix: str, crisis_out: TextIO) -> str:
+    """Write the reply to `message` to `out` as it streams, on one line; the crisis line after it."""
+    text, cut = session.fit(message)
+    if cut:
+        print(
+            f"note: the message ({len(message)} characters) is longer than the model's context holds with a "
+            f"{session.settings.max_new_tokens}-token reply; only its last {session.message_room} tokens are read",
+            file=sys.stderr, flush=True,
+        )
+    out.write(prefix)
+
+    def show(piece: str) -> None:
+        out.write(piece)
+        out.flush()
+
+    reply = session.respond(text, show)
+    print("" if reply else NO_REPLY, file=out, flush=True)
+    if session.crisis.matches(message):
+        print(session.crisis.message, file=crisis_out, flush=True)
+    return reply
+
+
+def converse(session: ChatSession, lines: Iterable[str], out: TextIO, interactive: bool) -> None:
+    """Answer each line; lines starting with `/` are commands. Ends at /quit or the end of input."""
+    notes = out if interactive else sys.stderr  # when piped, stdout holds replies only
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command = text.lower()
+            if command == "/quit":
+                return
+            if command == "/reset":
+                session.reset()
+                print("history cleared", file=notes, flush=True)
+            elif command == "/help":
+                print(session.help(), file=notes, flush=True)
+            else:
+                print(f"unknown command {printable(text)[:40]!r}; /help lists the commands", file=notes, flush=True)
+            continue
+        answer(session, text, out, BOT if interactive else "", out if interactive else sys.stderr)
+
+
+def typed_lines() -> Iterator[str]:
+    """Lines typed at the prompt, with line editing; ends at Ctrl-D."""
+    import readline  # noqa: F401  (imported for its side effect: input() gains editing and history)
+
+    sys.stdin.reconfigure(errors="replace")  # invalid UTF-8 typed or pasted is replaced, not fatal
+    while True:
+        try:
+            yield input(PROMPT)
+        except EOFError:
+            print()
+            return
+
+
+def piped_lines(stream: BinaryIO) -> Iterator[str]:
+    """Lines of a byte stream; invalid UTF-8 becomes U+FFFD instead of stopping the chat."""
+    for raw in stream:
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = GenerationSettings()
+    parser = argparse.ArgumentParser(
+        prog="chat.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", required=True,
+        help="a .ckpt from train.py, a run directory (its newest last.ckpt, e.g. runs/quickstart), "
+        "or a directory written by `python -m empathic_lora.export` (adapter or merged)",
+    )
+    parser.add_argument("--message", help="answer this one message on stdout and exit")
+    parser.add_argument("--base_model", help="local copy of the recorded base model (directory), for offline use")
+    parser.add_argument("--gguf_file", help="the GGUF file inside --base_model, when the base is one")
+    parser.add_argument(
+        "--history_turns", type=_at_least(1),
+        help="turns of the conversation kept as context, the new message included (default: what the "
+        "checkpoint was trained with)",
+    )
+    parser.add_argument("--device", choices=get_args(inference.Device), default="auto", help="auto: CUDA when available")
+    gen = parser.add_argument_group("generation (greedy by default; --do_sample for sampling)")
+    gen.add_argument("--max_new_tokens", type=_at_least(1), default=defaults.max_new_tokens, help="longest reply, in tokens")
+    gen.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=_positive, default=defaults.temperature, help="sampling temperature")
+    gen.add_argument("--top_p", type=_probability, default=defaults.top_p, help="nucleus sampling mass")
+    gen.add_argument("--top_k", type=_at_least(0), default=defaults.top_k, help="sample among the k likeliest (0: all)")
+    gen.add_argument("--repetition_penalty", type=_positive, default=defaults.repetition_penalty, help="1: none")
+    gen.add_argument("--no_repeat_ngram_size", type=_at_least(0), default=defaults.no_repeat_ngram_size,
+                     help="never repeat an n-gram of this size (0: off)")
+    gen.add_argument("--num_beams", type=_at_least(1), default=defaults.num_beams, help="beam search (no streaming) when > 1")
+    gen.add_argument("--seed", type=int, default=defaults.seed, help="seed each reply: same history, same reply")
+    safety = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
+    safety.add_argument("--crisis_phrases", help="file of phrases that signal a risk of self-harm, one per line "
+                        "(replaces the built-in list)")
+    safety.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the line shown after the reply when one matches")
+    return parser
+
+
+def _quiet() -> None:
+    """Chat's stdout is the conversation: library notices and warnings would only interleave with it."""
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "lightning", "lightning.pytorch", "lightning.fabric", "datasets", "peft", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    transformers.utils.logging.disable_progress_bar()
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):  # a reply never fails on a terminal that lacks a character
+            stream.reconfigure(errors="replace")
+
+
+def chat(args: argparse.Namespace) -> None:
+    _quiet()
+    if args.message is not None and not args.message.strip():
+        raise UserError("--message is empty")
+    crisis = (
+        CrisisCheck.from_file(args.crisis_phrases, args.crisis_message)
+        if args.crisis_phrases else CrisisCheck(message=args.crisis_message)
+    )
+    settings = GenerationSettings(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings)})
+    print(f"loading {args.checkpoint} ...", file=sys.stderr, flush=True)
+    loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)
+    history = args.history_turns if args.history_turns is not None else loaded.default_history_turns()
+    session = ChatSession(loaded, settings, history, crisis)
+    if args.message is not None:
+        answer(session, args.message.strip(), sys.stdout, "", sys.stdout)
+        return
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {loaded.source}; /help lists the commands, /quit leaves", flush=True)
+    try:
+        converse(session, typed_lines() if interactive else piped_lines(sys.stdin.buffer), sys.stdout, interactive)
+    except KeyboardInterrupt:
+        print(flush=True)  # Ctrl-C leaves cleanly, on a fresh line
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    run_cli(lambda: chat(args))
