@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -12,10 +16,14 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from empathic_lora import base, checkpoint
+from empathic_lora import base, checkpoint, evaluation
 from empathic_lora.errors import UserError
+from empathic_lora.generation import GenerationSettings
+from empathic_lora.metrics import WordPerplexity, build_reply_metrics, words_in_labels
 
 Batch = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
+EVALUATION_ARGS = ["num_generation_samples", "generation", "generation_metrics", "generation_every_n_epochs", "zero_shot"]
 
 
 def build_peft_model(
@@ -51,6 +59,11 @@ class EmpatheticLoRAModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         scheduler: Literal["linear", "cosine", "constant"] = "linear",
+        num_generation_samples: int = 200,
+        generation: dict[str, Any] | None = None,
+        generation_metrics: list[dict[str, Any]] | None = None,
+        generation_every_n_epochs: int | None = None,
+        zero_shot: bool = False,
     ) -> None:
         """LoRA fine-tuning of a causal LM on listener replies.
 
@@ -70,9 +83,24 @@ class EmpatheticLoRAModule(L.LightningModule):
             weight_decay: AdamW weight decay.
             warmup_steps: Steps of linear warm-up from 0 to `lr`.
             scheduler: Decay after warm-up over the Trainer's estimated steps.
+            num_generation_samples: Validate/test also generate replies for this many conversations
+                of the split (a fixed seeded sample) and score them; 0 disables.
+            generation: Decoding settings overriding chat's defaults (keys of
+                `GenerationSettings`: max_new_tokens, do_sample, temperature, top_p, ...).
+            generation_metrics: Reply metrics as `class_path`/`init_args` (+ optional `name`)
+                entries of torchmetrics `Metric` classes; `null`: BLEU-1..4, ROUGE-L, Distinct-1/2
+                and mean length (docs/metrics.md).
+            generation_every_n_epochs: During fit, also generate and score replies at the
+                validations of every n-th epoch (`null`: only in validate and test).
+            zero_shot: Evaluate with the adapter switched off: the untouched base model.
         """
         super().__init__()
-        self.save_hyperparameters()
+        # Evaluation settings stay out of the checkpoint: LightningCLI re-applies a checkpoint's
+        # hyperparameters over the command line, which would turn `test --ckpt_path X
+        # --model.zero_shot true` back into the training run's values.
+        self.save_hyperparameters(ignore=EVALUATION_ARGS)
+        self.num_generation_samples, self.generation_every_n_epochs = num_generation_samples, generation_every_n_epochs
+        self.zero_shot = zero_shot
         self.tokenizer = base.load_tokenizer(base_model, gguf_file)
         backbone = base.load_model(base_model, gguf_file, random_init, init_seed)
         targets = target_modules or base.default_target_modules(backbone)
@@ -82,6 +110,18 @@ class EmpatheticLoRAModule(L.LightningModule):
         self.strict_loading = False
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_ppl, self.test_ppl = Perplexity(ignore_index=-100), Perplexity(ignore_index=-100)
+        self.val_word_ppl, self.test_word_ppl = WordPerplexity(), WordPerplexity()
+        if num_generation_samples < 0:
+            raise UserError(f"--model.num_generation_samples must be >= 0, got {num_generation_samples}")
+        if generation_every_n_epochs is not None and generation_every_n_epochs < 1:
+            raise UserError(f"--model.generation_every_n_epochs must be >= 1 or null, got {generation_every_n_epochs}")
+        try:
+            self.generation_settings = GenerationSettings(**(generation or {}))
+        except TypeError:
+            known = ", ".join(asdict(GenerationSettings()))
+            raise UserError(f"--model.generation {generation} has an unknown key; known keys: {known}") from None
+        # Built now so that a bad entry fails before training, not at the first evaluation.
+        self.reply_metrics = build_reply_metrics(generation_metrics)
 
     # -- forward -------------------------------------------------------------------------------
     def supervised_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,19 +152,74 @@ class EmpatheticLoRAModule(L.LightningModule):
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
 
-    def _evaluate(self, batch: Batch, loss_metric: MeanMetric, ppl_metric: Perplexity, stage: str) -> None:
-        logits, targets = self.supervised_logits(batch)
+    # -- evaluation ----------------------------------------------------------------------------
+    def _adapter_scope(self) -> contextlib.AbstractContextManager:
+        """Zero-shot evaluation runs the base model with the adapter switched off."""
+        return self.model.disable_adapter() if self.zero_shot else contextlib.nullcontext()
+
+    def _evaluate(
+        self, batch: Batch, loss_metric: MeanMetric, ppl_metric: Perplexity, word_ppl_metric: WordPerplexity, stage: str
+    ) -> None:
+        with self._adapter_scope():
+            logits, targets = self.supervised_logits(batch)
         loss_metric.update(F.cross_entropy(logits, targets), weight=targets.numel())
         ppl_metric.update(logits.unsqueeze(0), targets.unsqueeze(0))
+        word_ppl_metric.update(logits, targets, words_in_labels(batch["labels"], self.tokenizer))
         size = batch["input_ids"].shape[0]
         self.log(f"{stage}/loss", loss_metric, prog_bar=True, batch_size=size)
         self.log(f"{stage}/ppl", ppl_metric, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/word_ppl", word_ppl_metric, batch_size=size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_ppl, "val")
+        self._evaluate(batch, self.val_loss, self.val_ppl, self.val_word_ppl, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_ppl, "test")
+        self._evaluate(batch, self.test_loss, self.test_ppl, self.test_word_ppl, "test")
+
+    def _on_evaluation_start(self) -> None:
+        if self.zero_shot:
+            log.info("zero_shot: evaluating the base model with the adapter switched off")
+        elif self.trainer.ckpt_path is None and self.global_step == 0:
+            log.info("no checkpoint: evaluating the base model with an untrained (zero) adapter, i.e. zero-shot")
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":
+            self._on_evaluation_start()
+
+    def on_test_start(self) -> None:
+        self._on_evaluation_start()
+
+    def on_validation_epoch_end(self) -> None:
+        every = self.generation_every_n_epochs
+        if self.trainer.sanity_checking:
+            return
+        if self.trainer.state.fn == "fit" and (every is None or (self.current_epoch + 1) % every):
+            return
+        self._evaluate_replies("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate_replies("test")
+
+    def _evaluate_replies(self, stage: str) -> None:
+        """Generate for the split's fixed sample (sharded over processes), log the reply metrics,
+        and append the samples to the run's samples.jsonl."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.num_generation_samples == 0 or datamodule is None:
+            return
+        sample = evaluation.fixed_sample(datamodule.examples(stage), self.num_generation_samples)
+        mine = sample[self.global_rank :: self.trainer.world_size]
+        with self._adapter_scope():
+            replies = evaluation.generate(
+                self.model, datamodule.formatter, mine, self.generation_settings, datamodule.hparams.eval_batch_size
+            )
+        scores = evaluation.score(self.reply_metrics, replies, [e.target for e in mine])
+        for key, value in scores.items():
+            self.log(f"{stage}/{key}", value)
+        lines = evaluation.gather(evaluation.records(mine, replies, stage=stage, epoch=self.current_epoch))
+        if self.trainer.is_global_zero:
+            run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            evaluation.write_samples(run_dir / evaluation.SAMPLES_FILE, lines)
+            evaluation.log_as_text(self.trainer.loggers, lines, f"{stage}/samples", self.global_step)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
