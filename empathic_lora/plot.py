@@ -1,7 +1,8 @@
 """Training curves as a picture: `python -m empathic_lora.plot RUN_DIR [--out FILE.png]`.
 
 Reads the run's `metrics.csv` (the CSV logger's) and draws the train loss per step (raw and
-smoothed) and the validation loss and perplexity per epoch.
+smoothed) and the validation loss and perplexity per epoch (per step when validation ran within
+epochs).
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def plot_run(run_dir: Path, out: Path, smoothing: float = 0.6) -> Path:
     except ModuleNotFoundError:
         raise UserError("plotting needs matplotlib: pip install 'empathic_lora[plot]'") from None
 
-    # Validation is drawn per epoch unless it ran several times within an epoch (val_check_interval).
+    # Validation is drawn per epoch when it ran once per epoch; against steps when it ran within
+    # epochs (val_check_interval) or only once, where an epoch axis would mislead.
     epochs = validations["val/loss"][0]
-    per_epoch = len(set(epochs)) == len(epochs)
+    per_epoch = len(epochs) >= 2 and len(set(epochs)) == len(epochs)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     train_axis, loss_axis, ppl_axis = axes
     if train_loss:
