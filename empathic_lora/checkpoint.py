@@ -73,15 +73,55 @@ def check_adapter_keys(expected: set[str], found: set[str], what: str, hint: str
         )
 
 
+def first_non_finite(tensors: Any, prefix: str = "") -> str | None:
+    """The key path of the first floating tensor holding a NaN or inf in nested dicts/lists, if any."""
+    if isinstance(tensors, torch.Tensor):
+        return prefix if tensors.is_floating_point() and not bool(torch.isfinite(tensors).all()) else None
+    if isinstance(tensors, dict):
+        items: Any = tensors.items()
+    elif isinstance(tensors, (list, tuple)):
+        items = enumerate(tensors)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms that cannot open a directory (Windows) make renames durable themselves
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, reading only with `weights_only=True` and writing atomically.
+    """Lightning's checkpoint I/O: reading only with `weights_only=True`, writing atomically, and
+    never writing NaN or inf weights or optimizer state.
 
     Lightning writes a checkpoint in place, so a kill during the write would leave a corrupt
-    `last.ckpt`; here it goes to a temporary file in the same directory and is renamed.
+    `last.ckpt`; here it goes to a temporary file in the same directory and is renamed. Every
+    checkpoint Lightning writes (`last.ckpt`, top-k, periodic, `trainer.save_checkpoint`) passes
+    through here, so this is also where a non-finite value is stopped, leaving the file that
+    was at `path` (the last good one) untouched.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
+        bad = first_non_finite({"state_dict": checkpoint.get("state_dict", {}),
+                                "optimizer_states": checkpoint.get("optimizer_states", [])})
+        if bad is not None:
+            kept = f"the last good {path} is kept" if path.is_file() else f"{path} was not written"
+            raise UserError(
+                f"refusing to save a checkpoint at step {checkpoint.get('global_step')}: {bad} is not finite; {kept}. "
+                "Lower --model.lr (with fp16, or train with --trainer.precision bf16-mixed or 32-true)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         umask = os.umask(0)
@@ -93,6 +133,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temporary, path)
+            _fsync_directory(path.parent)  # the rename itself survives a power cut too
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from empathic_lora import checkpoint
+from empathic_lora.callbacks import ExactResume, NonFiniteGuard
 from empathic_lora.checkpoint import SafeCheckpointIO
 from empathic_lora.data import EmpatheticDialoguesDataModule
 from empathic_lora.errors import UserError, run_cli
 from empathic_lora.model import EmpatheticLoRAModule
 
 RUNS = "lightning_logs"  # runs/version_N under default_root_dir, one per run: nothing is overwritten
+# `--ckpt_path` values Lightning resolves itself; anything else must be a readable checkpoint file.
+LIGHTNING_CKPT_NAMES = ("best", "hpc", "registry")
 
 DEFAULT_CALLBACKS = [
     {
-        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "class_path": "empathic_lora.callbacks.ModelCheckpoint",
         "init_args": {
             "monitor": "val/ppl",
             "mode": "min",
@@ -58,10 +64,16 @@ class EmpathicCLI(LightningCLI):
         parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="instantiate")
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS, "trainer.precision": "16-mixed", "trainer.max_epochs": 2})
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config.get(str(self.subcommand), self.config)
-        if config.get("ckpt_path") == "last":
-            config["ckpt_path"] = find_last_checkpoint(config["trainer"]["default_root_dir"] or ".")
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters (right after this) and before
+        # anything is built: "last" is resolved, and a bad file fails in one line, at once.
+        config = self.config.get(str(self.config.get("subcommand")), self.config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            config["ckpt_path"] = ckpt_path = find_last_checkpoint(config["trainer"]["default_root_dir"] or ".")
+        if ckpt_path and not str(ckpt_path).startswith(LIGHTNING_CKPT_NAMES):
+            checkpoint.read(ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self._get(self.config_init, "trainer", default={})
@@ -81,13 +93,34 @@ def _log_to_stderr() -> None:
     package.setLevel(logging.INFO)
 
 
-def main(args: list[str] | None = None) -> None:
-    _log_to_stderr()
-    run_cli(
-        lambda: EmpathicCLI(
+def config_error(error: ArgumentError) -> UserError:
+    """jsonargparse's complaint about a flag or config key, as one line naming the key."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = re.sub(r'Parser key "([^"]+)":', r"--\1:", text)
+    text = re.sub(r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] .*Given value: (.*)",
+                  r"expected one of \1, got \2", text)
+    text = re.sub(r"Expected a (.*?)\. Got value: (.*)", r"expected \1, got \2", text)
+    text = text.replace("<class 'NoneType'>", "null")
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
+    return UserError(f"{text} (python train.py SUBCOMMAND --help lists every option)")
+
+
+def _cli(args: list[str] | None) -> EmpathicCLI:
+    try:
+        return EmpathicCLI(
             EmpatheticLoRAModule,
             EmpatheticDialoguesDataModule,
             seed_everything_default=0,
+            # Always on: the first resumes mid-epoch exactly, the second stops on a NaN/inf loss.
+            trainer_defaults={"callbacks": [ExactResume(), NonFiniteGuard()]},
+            # Raise instead of printing the full usage, so a bad key becomes one line (config_error).
+            parser_kwargs={"exit_on_error": False},
             args=args,
         )
-    )
+    except ArgumentError as error:
+        raise config_error(error) from None
+
+
+def main(args: list[str] | None = None) -> None:
+    _log_to_stderr()
+    run_cli(lambda: _cli(args))

@@ -29,7 +29,7 @@ from empathic_lora.download import (
 )
 from empathic_lora.errors import UserError
 from empathic_lora.parsing import Row, read_split
-from empathic_lora.sampling import LengthGroupedSampler
+from empathic_lora.sampling import LengthGroupedSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +251,9 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
     def _collator(self) -> Collator:
         return Collator(pad_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id)
 
-    def _loader(self, split: str, batch_size: int, sampler: Any) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, sampler: Any, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(
+        return loader_class(
             self.datasets[split],
             batch_size=batch_size,
             sampler=sampler,
@@ -261,15 +261,21 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=bool(self.trainer and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"),
+            # Each new iterator draws a worker seed; from its own generator, so that validation
+            # and epoch starts leave the global RNG (LoRA dropout) alone and resume stays exact.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        if self.hparams.group_by_length:
-            sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size, seed=self.hparams.seed)
-        else:
-            sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(self.hparams.seed))
-        return self._loader("train", self.hparams.batch_size, sampler)
+        # Under DDP Lightning deals the sampler's order out to the ranks element by element
+        # (DistributedSamplerWrapper), so each global batch of `world_size * batch_size` becomes
+        # one batch per rank: grouping global batches by length keeps every rank's batches
+        # grouped. Plain shuffling is the one-batch bucket.
+        world_size = self.trainer.world_size if self.trainer else 1
+        buckets = {} if self.hparams.group_by_length else {"bucket_batches": 1}
+        sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size * world_size, seed=self.hparams.seed, **buckets)
+        return self._loader("train", self.hparams.batch_size, sampler, ResumableDataLoader)
 
     def _eval_loader(self, split: str) -> DataLoader:
         # Order does not change corpus-level metrics; sorting by length minimises padding.
