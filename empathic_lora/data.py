@@ -268,13 +268,11 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        # Under DDP Lightning deals the sampler's order out to the ranks element by element
-        # (DistributedSamplerWrapper), so each global batch of `world_size * batch_size` becomes
-        # one batch per rank: grouping global batches by length keeps every rank's batches
-        # grouped. Plain shuffling is the one-batch bucket.
-        world_size = self.trainer.world_size if self.trainer else 1
+        # Under DDP the sampler shards itself (see LengthGroupedSampler); plain shuffling is the
+        # one-batch bucket.
+        ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank} if self.trainer else {}
         buckets = {} if self.hparams.group_by_length else {"bucket_batches": 1}
-        sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size * world_size, seed=self.hparams.seed, **buckets)
+        sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size, seed=self.hparams.seed, **buckets, **ranks)
         return self._loader("train", self.hparams.batch_size, sampler, ResumableDataLoader)
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -80,7 +80,7 @@ def test_stop_mid_epoch_by_max_steps_then_resume(tmp_path: Path, stopped: Path, 
     assert checkpoint["global_step"] == STEPS_PER_EPOCH + 1
     # Mid-epoch: epoch 1 after 1 of its batches, with the loader's place and the random state.
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": 1, "position": 1, "batches": STEPS_PER_EPOCH}]
+        {"epoch": 1, "position": 1, "batches": STEPS_PER_EPOCH, "processes": 1}]
     assert len(checkpoint["callbacks"]["ExactResume"]["rng"]) == 1
     first_run = _hashes(tmp_path / "lightning_logs" / "version_0")
 
