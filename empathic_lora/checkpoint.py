@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,20 @@ def read(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "unusual pickle protocol": the outcome is reported below
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0]
-        raise UserError(
-            f"checkpoint {path} was refused: it holds objects that safe (weights_only) loading does not "
-            f"allow, which could run code ({reason})"
-        ) from None
+        # torch's message is long (and colored); its last "WeightsUnpickler error" says what was met.
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        reason = found.group(1).strip() if found else type(error).__name__
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
+        if code:
+            raise UserError(
+                f"checkpoint {path} was refused: loading it would call {code.group(1)}, which could run code; "
+                "only tensors and plain values are ever loaded (weights_only)"
+            ) from None
+        raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({str(error).splitlines()[0]})") from None
     if not isinstance(checkpoint, dict) or META_KEY not in checkpoint:

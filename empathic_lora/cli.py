@@ -86,9 +86,14 @@ class EmpathicCLI(LightningCLI):
 
 
 def _log_to_stderr() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     package = logging.getLogger("empathic_lora")
+    # One handler on the current stderr, also when main() runs again in the same process (tests,
+    # notebooks): an old one would log twice, or to a stream that has since been closed.
+    for old in [h for h in package.handlers if getattr(h, "empathic_cli", False)]:
+        package.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.empathic_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     package.addHandler(handler)
     package.setLevel(logging.INFO)
 

@@ -1,0 +1,198 @@
+"""Every bad input to train.py is answered with one `error:` line naming the culprit, a non-zero
+exit and no traceback, and nothing the user made is touched."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_python
+from empathic_lora.builtin import SAMPLE_DIR
+from empathic_lora.cli import main
+from test_download import _archive, _official_layout
+
+
+def _train(capsys: pytest.CaptureFixture, tmp_path: Path, *args: str) -> str:
+    """Run `train.py fit` on the offline quickstart in-process; its stderr, after asserting that it
+    failed as a user mistake should: exit code 2 and exactly one `error:` line, no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", "configs/quickstart.yaml", "--trainer.max_steps", "1", "--trainer.enable_progress_bar",
+              "false", "--trainer.default_root_dir", str(tmp_path / "runs"), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.splitlines()[-1]], err
+    return err.splitlines()[-1]
+
+
+def _data_dir(tmp_path: Path, **replace: bytes) -> Path:
+    """A copy of the shipped sample (the official layout), with some files replaced."""
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_DIR, data)
+    for name, content in replace.items():
+        (data / f"{name}.csv").write_bytes(content)
+    return data
+
+
+HEADER = (SAMPLE_DIR / "train.csv").read_bytes().splitlines(keepends=True)[0]
+
+
+# -- data ---------------------------------------------------------------------------------------
+def test_missing_data_dir(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    line = _train(capsys, tmp_path, "--data.data_dir", str(tmp_path / "nowhere"))
+    assert line == f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist (it should hold train.csv, valid.csv, test.csv)"
+
+
+def test_data_dir_lacking_a_split(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    data = _data_dir(tmp_path)
+    (data / "valid.csv").unlink()
+    assert _train(capsys, tmp_path, "--data.data_dir", str(data)) == f"error: --data.data_dir {data} lacks valid.csv"
+
+
+def test_empty_split(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    data = _data_dir(tmp_path, valid=HEADER)
+    assert _train(capsys, tmp_path, "--data.data_dir", str(data)) == f"error: data file {data / 'valid.csv'} has a header but no rows"
+
+
+def test_malformed_rows_beyond_the_tolerated_share(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    good = (SAMPLE_DIR / "train.csv").read_bytes()
+    data = _data_dir(tmp_path, train=good + b"conv_x,not-a-number,sad\n" * 3)  # 3 of 199 lines: 1.5%
+    line = _train(capsys, tmp_path, "--data.data_dir", str(data))
+    assert line == f"error: data file {data / 'train.csv'}: 3 of 199 lines are malformed (1.5%, more than 1%), the first at line 198"
+
+
+def test_a_file_that_is_not_utf8(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    good = (SAMPLE_DIR / "valid.csv").read_bytes()
+    data = _data_dir(tmp_path, valid=good.replace(b"I ", "\u00e9 ".encode("latin-1"), 1))  # Latin-1, not UTF-8
+    line = _train(capsys, tmp_path, "--data.data_dir", str(data))
+    assert line.startswith(f"error: data file {data / 'valid.csv'} is not UTF-8 text (bad byte at offset ")
+
+
+def _download(capsys: pytest.CaptureFixture, tmp_path: Path, url: str, sha256: str) -> str:
+    return _train(capsys, tmp_path, "--data.data_dir", "null", "--data.download_url", url,
+                  "--data.download_sha256", sha256, "--data.cache_dir", str(tmp_path / "cache"))
+
+
+def test_archive_with_the_wrong_hash(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    archive = tmp_path / "ed.tar.gz"
+    actual = _archive(archive, _official_layout())
+    line = _download(capsys, tmp_path, archive.as_uri(), "0" * 64)
+    assert line == (f"error: the archive downloaded from {archive.as_uri()} has sha256 {actual}, expected {'0' * 64}; "
+                    "it was deleted and not used")
+    assert not list((tmp_path / "cache").rglob("*.csv")) and not list((tmp_path / "cache").rglob("*.tar.gz*"))
+
+
+def test_a_cached_archive_is_verified_again(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    archive = tmp_path / "ed.tar.gz"
+    sha = _archive(archive, _official_layout())
+    cached = tmp_path / "cache" / "downloads" / f"empatheticdialogues-{sha[:16]}.tar.gz"
+    cached.parent.mkdir(parents=True)
+    _archive(cached, {**_official_layout(), "empatheticdialogues/extra.csv": "tampered"})
+    # The cached copy does not match, so it is fetched again (here: unreachable) rather than used.
+    line = _download(capsys, tmp_path, "http://127.0.0.1:9/ed.tar.gz", sha)
+    assert line.startswith("error: could not download the EmpatheticDialogues archive from http://127.0.0.1:9/ed.tar.gz")
+    assert not list((tmp_path / "cache").rglob("*.csv"))
+
+
+@pytest.mark.parametrize(
+    ("members", "link"),
+    [
+        ({**_official_layout(), "../escaped.csv": "x"}, None),
+        ({**_official_layout(), "/tmp/empathic_lora_absolute_escape.csv": "x"}, None),
+        (_official_layout(), ("empatheticdialogues/evil", "/etc/passwd")),
+    ],
+    ids=["dotdot", "absolute", "symlink"],
+)
+def test_archive_member_escaping_the_target(capsys: pytest.CaptureFixture, tmp_path: Path, members: dict, link) -> None:
+    archive = tmp_path / "ed.tar.gz"
+    sha = _archive(archive, members, link)
+    line = _download(capsys, tmp_path, archive.as_uri(), sha)
+    assert line.startswith(f"error: archive {tmp_path / 'cache' / 'downloads'}/") and "is unsafe or corrupt and was not extracted" in line
+    assert not (tmp_path / "cache" / "escaped.csv").exists() and not Path("/tmp/empathic_lora_absolute_escape.csv").exists()
+    assert not list((tmp_path / "cache").rglob("*.csv"))
+
+
+# -- configuration ------------------------------------------------------------------------------
+def test_unknown_key(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert _train(capsys, tmp_path, "--model.rank", "8").startswith("error: unrecognized arguments: --model.rank 8")
+    config = tmp_path / "mine.yaml"
+    config.write_text("model:\n  rank: 8\n")
+    assert _train(capsys, tmp_path, "--config", str(config)).startswith("error: Subcommand 'fit' does not accept option 'model.rank'")
+
+
+def test_wrong_type(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert _train(capsys, tmp_path, "--model.r", "eight").startswith("error: --model.r: expected int, got eight")
+    assert _train(capsys, tmp_path, "--trainer.max_epochs", "1.5").startswith(
+        "error: --trainer.max_epochs: expected one of int, null, got 1.5")
+
+
+def test_max_length_smaller_than_any_target(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert _train(capsys, tmp_path, "--data.max_length", "8") == (
+        "error: --data.max_length 8 is smaller than every target in the train split")
+
+
+def test_target_modules_that_match_nothing(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert _train(capsys, tmp_path, "--model.target_modules", "[q_proj]") == (
+        "error: --model.target_modules ['q_proj'] match no module of the base model; "
+        "its projection layers are: c_attn, c_fc, c_proj, lm_head")
+
+
+def test_a_config_error_from_the_real_command_line_is_one_line(tmp_path: Path) -> None:
+    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--data.batch_size", "eight")
+    assert_one_line_error(result, "--data.batch_size: expected int, got eight")
+    assert "usage:" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- checkpoints (--ckpt_path) ------------------------------------------------------------------
+def _changed(source: Path, path: Path, change) -> Path:  # noqa: ANN001
+    checkpoint = torch.load(source, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_bad_checkpoints(capsys: pytest.CaptureFixture, tmp_path: Path, quickstart_ckpt: Path) -> None:
+    original = hashlib.sha256(quickstart_ckpt.read_bytes()).hexdigest()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(quickstart_ckpt.read_bytes()[: quickstart_ckpt.stat().st_size // 2])
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "epoch": 3}, foreign)  # a torch file, but not ours
+    future = _changed(quickstart_ckpt, tmp_path / "future.ckpt", lambda c: c["empathic_lora"].update(format_version=99))
+    cases = {
+        tmp_path / "missing.ckpt": f"error: checkpoint {tmp_path / 'missing.ckpt'} does not exist",
+        truncated: f"error: checkpoint {truncated} is truncated or not a checkpoint (",
+        text: f"error: checkpoint {text} is truncated or not a checkpoint (",
+        foreign: f"error: {foreign} is not an empathic_lora checkpoint (no 'empathic_lora' section)",
+        future: f"error: checkpoint {future} has format version 99, this empathic_lora reads version 1",
+    }
+    for path, expected in cases.items():
+        assert _train(capsys, tmp_path, "--ckpt_path", str(path)).startswith(expected)
+    assert not (tmp_path / "runs").exists()  # refused before anything was built or written
+    assert hashlib.sha256(quickstart_ckpt.read_bytes()).hexdigest() == original
+
+
+def test_checkpoint_for_another_base_model(capsys: pytest.CaptureFixture, tmp_path: Path, quickstart_ckpt: Path) -> None:
+    # As if the base at the recorded name had changed: another architecture behind the same name.
+    other = _changed(quickstart_ckpt, tmp_path / "other.ckpt", lambda c: c["empathic_lora"]["signature"].update(
+        model_type="llama", hidden_size=576))
+    line = _train(capsys, tmp_path, "--ckpt_path", str(other))
+    assert line == ("error: the checkpoint was trained on base model 'builtin:tiny-gpt2', which differs from "
+                    "'builtin:tiny-gpt2' (model_type llama vs gpt2, hidden_size 576 vs 64)")
+
+
+# -- chat input (the chat tests cover the 1 MB line and invalid UTF-8) ---------------------------
+def test_control_characters_and_ansi_escapes_in_chat_input_are_not_echoed(quickstart_ckpt: Path) -> None:
+    message = "I feel \x1b[31mred\x1b[0m and \x07 tired\x1b]0;title\x07"
+    result = run_python("chat.py", "--checkpoint", str(quickstart_ckpt),
+                        input=f"{message}\n/\x1b[2Jclear\x08\x08\n/quit\n")
+    assert result.returncode == 0, result.stderr
+    for stream in (result.stdout, result.stderr):
+        assert not any(c in stream for c in "\x1b\x07\x08"), repr(stream)
+    assert "unknown command" in result.stderr
