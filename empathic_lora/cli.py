@@ -20,7 +20,7 @@ from empathic_lora.errors import UserError, run_cli
 from empathic_lora.model import EmpatheticLoRAModule
 
 RUNS = "lightning_logs"  # runs/version_N under default_root_dir, one per run: nothing is overwritten
-# `--ckpt_path` values Lightning resolves itself; anything else must be a readable checkpoint file.
+# `--ckpt_path` values Lightning resolves itself ("registry:NAME" too); anything else is a file.
 LIGHTNING_CKPT_NAMES = ("best", "hpc", "registry")
 
 DEFAULT_CALLBACKS = [
@@ -72,7 +72,7 @@ class EmpathicCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             config["ckpt_path"] = ckpt_path = find_last_checkpoint(config["trainer"]["default_root_dir"] or ".")
-        if ckpt_path and not str(ckpt_path).startswith(LIGHTNING_CKPT_NAMES):
+        if ckpt_path and str(ckpt_path).split(":")[0] not in LIGHTNING_CKPT_NAMES:
             checkpoint.read(ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
