@@ -1,7 +1,7 @@
 """Callbacks that make a long run safe to interrupt: what is checkpointed, when, and what never is.
 
 - `ModelCheckpoint`: Lightning's, but `last.ckpt` always holds the newest state (after every
-  validation, and every `every_n_train_steps` optimizer steps).
+  validation, every `every_n_train_steps` optimizer steps and at the last `max_steps` step).
 - `ExactResume`: a resumed run continues with the very random numbers and batches the
   uninterrupted run would have used, also from the middle of an epoch.
 - `NonFiniteGuard`: a NaN/inf loss stops the run naming the step, before it reaches the
@@ -131,7 +131,7 @@ class ExactResume(L.Callback):
     dropout differs) and set again just before the first resumed training step, after anything
     that runs in between (sanity validation, loader set-up) could have drawn from it.
 
-    The train loader is stateful (`data.ResumableDataLoader`) and Lightning saves its position,
+    The train loader is stateful (`sampling.ResumableDataLoader`) and Lightning saves its position,
     but Lightning 2.6 forgets to restore it when `configure_optimizers` asks for
     `trainer.estimated_stepping_batches` (as ours does for the LR schedule): that builds the
     loader before the checkpoint's loop state is read (Lightning issue #20550). Applying the
@@ -217,6 +217,7 @@ class NonFiniteGuard(L.Callback):
         return getattr(trainer.precision_plugin, "scaler", None)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        # Reading the scale syncs with the GPU, once before and once after the step: fp16 runs only.
         scaler = self._scaler(trainer)
         self._scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
 
