@@ -44,7 +44,7 @@ def _source(base_model: str, gguf_file: str | None) -> tuple[str, dict[str, Any]
 def _load(what: str, base_model: str, load: Any) -> Any:
     try:
         return load()
-    except OSError as error:
+    except (OSError, ValueError) as error:  # transformers raises both for unusable model files
         if _looks_local(base_model):
             raise UserError(f"could not load the {what} from {base_model}: {str(error).splitlines()[0]}") from None
         raise UserError(

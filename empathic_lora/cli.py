@@ -65,6 +65,10 @@ class EmpathicCLI(LightningCLI):
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS, "trainer.precision": "16-mixed", "trainer.max_epochs": 2})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        typed = args if isinstance(args, list) else sys.argv[1:]
+        self._typed_model_keys = sorted(
+            {token.split("=", 1)[0].removeprefix("--model.") for token in typed if token.startswith("--model.")}
+        )
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyperparameters (right after this) and before
         # anything is built: "last" is resolved, and a bad file fails in one line, at once.
@@ -74,6 +78,17 @@ class EmpathicCLI(LightningCLI):
             config["ckpt_path"] = ckpt_path = find_last_checkpoint(config["trainer"]["default_root_dir"] or ".")
         if ckpt_path and str(ckpt_path).split(":")[0] not in LIGHTNING_CKPT_NAMES:
             checkpoint.read(ckpt_path)
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI copies the checkpoint's hyperparameters over the whole config. That is right
+        # for what the user left alone (the adapter's shape), but a flag they typed, such as
+        # --model.base_model pointing at a local copy of the same base, must still win; the base
+        # signature check then proves the copy really is the same model.
+        subcommand = self.config.get("subcommand")
+        typed = {key: self.config[f"{subcommand}.model.{key}"] for key in self._typed_model_keys}
+        super()._parse_ckpt_path()
+        for key, value in typed.items():
+            self.config[f"{subcommand}.model.{key}"] = value
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self._get(self.config_init, "trainer", default={})

@@ -114,3 +114,25 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     assert any(row["val/ppl"] for row in _metrics(run))
+
+
+def test_typed_base_model_flag_wins_over_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A local copy of the training base, typed on the command line, replaces the recorded path."""
+    import shutil
+
+    from empathic_lora.builtin import tiny_gpt2_dir
+
+    original = tmp_path / "base-at-training"
+    shutil.copytree(tiny_gpt2_dir(), original)
+    common = ["--config", "configs/quickstart.yaml", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path / "runs")]
+    main(["fit", *common, "--model.base_model", str(original), "--trainer.max_steps", "2"])
+    last = tmp_path / "runs/lightning_logs/version_0/checkpoints/last.ckpt"
+    moved = original.rename(tmp_path / "local-copy")
+
+    with pytest.raises(SystemExit):  # left alone, the recorded (now missing) path is used
+        main(["validate", *common, "--ckpt_path", str(last)])
+    assert f"--model.base_model {original} is not a directory" in capsys.readouterr().err
+
+    main(["validate", *common, "--ckpt_path", str(last), "--model.base_model", str(moved)])
+    assert "val/ppl" in capsys.readouterr().out
