@@ -18,6 +18,7 @@ import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, PreTrainedTokenizerFast
 
+from empathic_lora.conversation import MARKERS
 from empathic_lora.download import default_cache_dir
 from empathic_lora.parsing import read_split
 
@@ -31,7 +32,7 @@ _VOCAB_SIZE = 1024
 def _sample_texts() -> list[str]:
     rows = [row for split in ("train.csv", "valid.csv", "test.csv") for row in read_split(SAMPLE_DIR / split)]
     # The markers are plain text, so they must be learnable word pieces of the tokenizer too.
-    return ["<|prompt|> <|response|>"] + [f"{row.situation} {row.utterance}" for row in rows]
+    return [" ".join(MARKERS)] + [f"{row.situation} {row.utterance}" for row in rows]
 
 
 def _build(directory: Path) -> None:
