@@ -80,7 +80,7 @@ def build_trainer(
     batch_size: int,
     precision: str,
     max_steps: int,
-    output_dir: Path,
+    output_dir: str | Path,
     seed: int = 0,
     callbacks: Sequence[TrainerCallback] = (),
     trainer_class: type[Trainer] = Trainer,
