@@ -80,7 +80,7 @@ class Variant:
     attention: str | None = None  # None: the library's default (SDPA); "eager" for the lever
     num_workers: int = 0  # DataLoader workers (the DataModule's default)
     compile: bool = False  # torch.compile the decoder (the whole module trips on `self.log`)
-    fused_gelu: bool = False  # GPT-2's composite `gelu_new` swapped for the same formula, fused
+    fused_gelu: bool = True  # False: GPT-2's own five-op `gelu_new` back in place of torch's fused kernel
 
 
 @dataclass
@@ -175,8 +175,8 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
         module.training_step = _full_logits_step.__get__(module)
     if variant.attention:
         module.model.get_base_model().set_attn_implementation(variant.attention)
-    if variant.fused_gelu:
-        _fuse_gelu(module)
+    if not variant.fused_gelu:
+        _unfuse_gelu(module)
     if variant.compile:
         causal_lm = module.model.get_base_model()
         getattr(causal_lm, causal_lm.base_model_prefix).compile(dynamic=True)
@@ -196,15 +196,14 @@ def _full_logits_step(self: Any, batch: dict[str, torch.Tensor], batch_idx: int)
     return loss
 
 
-def _fuse_gelu(model: torch.nn.Module) -> None:
-    """`NewGELUActivation` (tanh GELU as five element-wise ops, each saving a tensor for backward)
-    replaced by `F.gelu(approximate="tanh")`: the same function in one kernel (within 3e-7)."""
-    from transformers.activations import NewGELUActivation, PytorchGELUTanh
+def _unfuse_gelu(model: torch.nn.Module) -> None:
+    """The fused tanh-GELU that `base.load_model` puts in replaced by GPT-2's own `gelu_new` again."""
+    from transformers.activations import NewGELUActivation
 
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, NewGELUActivation):
-                setattr(parent, name, PytorchGELUTanh())
+            if isinstance(child, torch.nn.GELU):
+                setattr(parent, name, NewGELUActivation())
 
 
 def _pad_to_length(pad_id: int, length: int) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
