@@ -122,14 +122,14 @@ class Formatter:
         return input_ids, prompt_lengths
 
 
+def first_marker(text: str) -> int | None:
+    """Where the first marker (the start of a new turn) in `text` begins, if there is one."""
+    return min((index for index in (text.find(marker) for marker in MARKERS) if index != -1), default=None)
+
+
 def extract_reply(text: str) -> str:
     """The reply a generation holds: up to the first marker (a new turn), whitespace stripped."""
-    cut = len(text)
-    for marker in MARKERS:
-        index = text.find(marker)
-        if index != -1:
-            cut = min(cut, index)
-    return text[:cut].strip()
+    return text[: first_marker(text)].strip()
 
 
 def could_become_marker(text: str) -> int:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
-from empathic_lora.conversation import MARKERS, Formatter, Turn, could_become_marker, extract_reply
+from empathic_lora.conversation import MARKERS, Formatter, Turn, could_become_marker, extract_reply, first_marker
 
 
 @dataclass
@@ -57,13 +57,15 @@ def prompt_budget(model: PreTrainedModel, settings: GenerationSettings) -> int:
 
 
 @torch.inference_mode()
-def generate_replies(
+def _generate(
     model: PreTrainedModel,
     formatter: Formatter,
     contexts: Sequence[Sequence[Turn]],
     settings: GenerationSettings,
-) -> list[str]:
-    """One reply per context, generated as a left-padded batch with the KV cache.
+    streamer: TextStreamer | None = None,
+) -> tuple[torch.Tensor, int]:
+    """The contexts' prompts as one left-padded batch, generated with the KV cache; returns the
+    output ids and the padded prompt width (where the replies start).
 
     Prompts are encoded by the same `Formatter` as training data, left-truncated to fit the
     model's context together with `max_new_tokens`.
@@ -84,8 +86,20 @@ def generate_replies(
         attention_mask=attention_mask.to(device),
         generation_config=settings.generation_config(tokenizer),
         tokenizer=tokenizer,
+        streamer=streamer,
     )
-    texts = tokenizer.batch_decode(output[:, longest:], skip_special_tokens=True)
+    return output, longest
+
+
+def generate_replies(
+    model: PreTrainedModel,
+    formatter: Formatter,
+    contexts: Sequence[Sequence[Turn]],
+    settings: GenerationSettings,
+) -> list[str]:
+    """One reply per context, generated as one batch (see `_generate`)."""
+    output, width = _generate(model, formatter, contexts, settings)
+    texts = formatter.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
     return [extract_reply(text) for text in texts]
 
 
@@ -119,7 +133,7 @@ class _ReplyStreamer(TextStreamer):
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         self.text += text
         clean = printable(self.text)
-        cut = min((i for i in (clean.find(m) for m in MARKERS) if i != -1), default=None)
+        cut = first_marker(clean)
         if cut is None:
             cut = len(clean) - (0 if stream_end else could_become_marker(clean))
         # Trailing whitespace waits for more text: the reply is stripped, the stream must match it.
@@ -129,7 +143,6 @@ class _ReplyStreamer(TextStreamer):
             self.reply = shown
 
 
-@torch.inference_mode()
 def stream_reply(
     model: PreTrainedModel,
     formatter: Formatter,
@@ -143,22 +156,11 @@ def stream_reply(
     (see `printable`), never hold a marker or the surrounding whitespace, and join to the returned
     reply. Beam search cannot stream in transformers: its reply arrives as one piece.
     """
-    tokenizer = formatter.tokenizer
-    prompt = torch.tensor([formatter.encode_prompt(turns, prompt_budget(model, settings))])
-    streamer = _ReplyStreamer(tokenizer, on_text)
+    streamer = _ReplyStreamer(formatter.tokenizer, on_text)
     beams = settings.num_beams > 1
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    device = next(model.parameters()).device
-    output = model.generate(
-        input_ids=prompt.to(device),
-        attention_mask=torch.ones_like(prompt).to(device),
-        generation_config=settings.generation_config(tokenizer),
-        tokenizer=tokenizer,
-        streamer=None if beams else streamer,
-    )
+    output, width = _generate(model, formatter, [turns], settings, streamer=None if beams else streamer)
     if beams:
-        streamer.put(prompt)  # skipped, as a prompt
-        streamer.put(output[0, prompt.shape[1] :].cpu())
+        streamer.put(output[0, :width].cpu())  # skipped, as a prompt
+        streamer.put(output[0, width:].cpu())
         streamer.end()
     return streamer.reply

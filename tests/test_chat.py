@@ -134,6 +134,15 @@ def test_streamed_reply_equals_the_evaluation_reply(loaded: inference.InferenceM
     assert reply == generate_replies(loaded.model, _session(loaded).formatter, [turns], settings)[0]
 
 
+def test_a_beam_search_reply_arrives_whole_and_equals_the_evaluation_reply(loaded: inference.InferenceModel) -> None:
+    turns = [Turn("speaker", MESSAGE)]
+    settings = GenerationSettings(max_new_tokens=12, num_beams=3)
+    pieces: list[str] = []
+    reply = stream_reply(loaded.model, _session(loaded).formatter, turns, settings, pieces.append)
+    assert pieces == [reply] and reply
+    assert reply == generate_replies(loaded.model, _session(loaded).formatter, [turns], settings)[0]
+
+
 def test_a_fixed_seed_gives_the_same_sampled_reply(loaded: inference.InferenceModel) -> None:
     formatter = _session(loaded).formatter
     settings = GenerationSettings(do_sample=True, temperature=1.5, seed=5, max_new_tokens=16)
