@@ -12,9 +12,35 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from empathic_lora.conversation import MARKERS, Formatter, Turn, could_become_marker, extract_reply, first_marker
 
 
+# What each numeric setting accepts, for chat's flags and `--model.generation` alike: transformers
+# checks few of these itself, and only once generation starts (after training, in evaluation).
+_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "max_new_tokens": (lambda v: v >= 1, ">= 1"),
+    "temperature": (lambda v: v > 0, "> 0"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "top_k": (lambda v: v >= 0, ">= 0"),
+    "repetition_penalty": (lambda v: v > 0, "> 0"),
+    "no_repeat_ngram_size": (lambda v: v >= 0, ">= 0"),
+    "num_beams": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def setting_problem(name: str, value: object) -> str | None:
+    """Why `value` is no valid `name` setting ("must be > 0, got 0"), or None when it is."""
+    if name not in _LIMITS:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, got {value!r}"
+    accepts, rule = _LIMITS[name]
+    return None if accepts(value) else f"must be {rule}, got {value}"
+
+
 @dataclass
 class GenerationSettings:
-    """Decoding settings; the defaults (greedy, 64 new tokens) are chat's and evaluation's."""
+    """Decoding settings; the defaults (greedy, 64 new tokens) are chat's and evaluation's.
+
+    Raises ValueError naming the setting when a value is out of range (see `setting_problem`).
+    """
 
     max_new_tokens: int = 64
     do_sample: bool = False
@@ -25,6 +51,12 @@ class GenerationSettings:
     no_repeat_ngram_size: int = 0
     num_beams: int = 1
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in _LIMITS:
+            problem = setting_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"{name} {problem}")
 
     def generation_config(self, tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
         settings = asdict(self)

@@ -120,6 +120,8 @@ class EmpatheticLoRAModule(L.LightningModule):
         except TypeError:
             known = ", ".join(asdict(GenerationSettings()))
             raise UserError(f"--model.generation {generation} has an unknown key; known keys: {known}") from None
+        except ValueError as error:
+            raise UserError(f"--model.generation: {error}") from None
         # Built now so that a bad entry fails before training, not at the first evaluation.
         self.reply_metrics = build_reply_metrics(generation_metrics)
 

@@ -16,14 +16,16 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, fields
-from typing import BinaryIO, TextIO, get_args
+from typing import Any, BinaryIO, TextIO, get_args
 
 import transformers
 
 from empathic_lora import inference
 from empathic_lora.conversation import Formatter, Turn
 from empathic_lora.errors import UserError, run_cli
-from empathic_lora.generation import GenerationSettings, context_window, printable, prompt_budget, stream_reply
+from empathic_lora.generation import (
+    GenerationSettings, context_window, printable, prompt_budget, setting_problem, stream_reply,
+)
 from empathic_lora.safety import DEFAULT_MESSAGE, CrisisCheck
 
 PROMPT, BOT = "you> ", "bot> "
@@ -157,29 +159,28 @@ def piped_lines(stream: BinaryIO) -> Iterator[str]:
         yield raw.decode("utf-8", errors="replace")
 
 
-def _at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+def _turn_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+_turn_count.__name__ = "int"  # argparse names the type in its "invalid int value" message
+
+
+def _setting(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """The argparse type of the generation flag `name`: parsed, then held to `GenerationSettings`' limits."""
+
+    def check(text: str) -> Any:
+        value = parse(text)
+        problem = setting_problem(name, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
-    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
-    return parse
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+    check.__name__ = parse.__name__  # argparse names the type in its "invalid float value" message
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,21 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base_model", help="local copy of the recorded base model (directory), for offline use")
     parser.add_argument("--gguf_file", help="the GGUF file inside --base_model, when the base is one")
     parser.add_argument(
-        "--history_turns", type=_at_least(1),
+        "--history_turns", type=_turn_count,
         help="turns of the conversation kept as context, the new message included (default: what the "
         "checkpoint was trained with)",
     )
     parser.add_argument("--device", choices=get_args(inference.Device), default="auto", help="auto: CUDA when available")
     gen = parser.add_argument_group("generation (greedy by default; --do_sample for sampling)")
-    gen.add_argument("--max_new_tokens", type=_at_least(1), default=defaults.max_new_tokens, help="longest reply, in tokens")
+    gen.add_argument("--max_new_tokens", type=_setting("max_new_tokens", int), default=defaults.max_new_tokens, help="longest reply, in tokens")
     gen.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=_positive, default=defaults.temperature, help="sampling temperature")
-    gen.add_argument("--top_p", type=_probability, default=defaults.top_p, help="nucleus sampling mass")
-    gen.add_argument("--top_k", type=_at_least(0), default=defaults.top_k, help="sample among the k likeliest (0: all)")
-    gen.add_argument("--repetition_penalty", type=_positive, default=defaults.repetition_penalty, help="1: none")
-    gen.add_argument("--no_repeat_ngram_size", type=_at_least(0), default=defaults.no_repeat_ngram_size,
+    gen.add_argument("--temperature", type=_setting("temperature", float), default=defaults.temperature, help="sampling temperature")
+    gen.add_argument("--top_p", type=_setting("top_p", float), default=defaults.top_p, help="nucleus sampling mass")
+    gen.add_argument("--top_k", type=_setting("top_k", int), default=defaults.top_k, help="sample among the k likeliest (0: all)")
+    gen.add_argument("--repetition_penalty", type=_setting("repetition_penalty", float), default=defaults.repetition_penalty, help="1: none")
+    gen.add_argument("--no_repeat_ngram_size", type=_setting("no_repeat_ngram_size", int), default=defaults.no_repeat_ngram_size,
                      help="never repeat an n-gram of this size (0: off)")
-    gen.add_argument("--num_beams", type=_at_least(1), default=defaults.num_beams, help="beam search (no streaming) when > 1")
+    gen.add_argument("--num_beams", type=_setting("num_beams", int), default=defaults.num_beams, help="beam search (no streaming) when > 1")
     gen.add_argument("--seed", type=int, default=defaults.seed, help="seed each reply: same history, same reply")
     safety = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
     safety.add_argument("--crisis_phrases", help="file of phrases that signal a risk of self-harm, one per line "

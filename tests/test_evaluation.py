@@ -158,6 +158,18 @@ def test_bad_evaluation_settings_give_one_line_errors(tmp_path: Path) -> None:
         EmpatheticLoRAModule("builtin:tiny-gpt2", random_init=True, num_generation_samples=-1)
 
 
+def test_an_out_of_range_generation_setting_fails_before_training(tmp_path: Path) -> None:
+    # transformers would accept these and fail only at the first generation, after training.
+    result = run_python("train.py", "fit", *QUICKSTART, "--model.generation", "{do_sample: true, top_p: 1.5}",
+                        "--trainer.default_root_dir", str(tmp_path))
+    assert_one_line_error(result, "--model.generation: top_p must be in (0, 1], got 1.5")
+    assert not (tmp_path / "lightning_logs").exists()  # refused before a run directory was made
+    with pytest.raises(UserError, match=r"--model.generation: num_beams must be >= 1, got 0"):
+        EmpatheticLoRAModule("builtin:tiny-gpt2", random_init=True, generation={"num_beams": 0})
+    with pytest.raises(UserError, match=r"--model.generation: temperature must be a number, got 'hot'"):
+        EmpatheticLoRAModule("builtin:tiny-gpt2", random_init=True, generation={"temperature": "hot"})
+
+
 def test_the_generation_sample_is_fixed_and_seeded() -> None:
     examples = [Example(str(i), "proud", "", (), f"reply {i}") for i in range(100)]
     first = fixed_sample(examples, 10)
