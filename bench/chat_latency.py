@@ -14,7 +14,6 @@ variant (medians over the repeats), then one line of merged / adapter ratios.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -28,6 +27,7 @@ from transformers import PreTrainedModel, TextStreamer
 # Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from empathic_lora.conversation import Formatter, Turn
+from empathic_lora.errors import ArgumentParser
 from empathic_lora.generation import GenerationSettings, prompt_budget
 from empathic_lora.model import EmpatheticLoRAModule
 
@@ -77,7 +77,7 @@ def reply_timing(model: PreTrainedModel, formatter: Formatter, settings: Generat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="base model directory (e.g. the distilgpt2 architecture)")
     parser.add_argument("--random-init", action="store_true", help="fresh weights from a seed (architecture-only directory)")
     parser.add_argument("--new-tokens", type=int, default=64, help="reply length, forced")

@@ -23,7 +23,6 @@ implementation, then one line of project / recipe ratios.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import json
@@ -43,7 +42,7 @@ import torch
 
 # Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from empathic_lora.errors import UserError, run_cli
+from empathic_lora.errors import ArgumentParser, UserError, run_cli
 
 FIELDS = ("examples_per_s", "target_tokens_per_s", "padded_tokens_per_s", "peak_rss_mb")
 
@@ -351,7 +350,7 @@ def ratios(project: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory (config.json + tokenizer)")
     parser.add_argument("--random-init", action="store_true", help="fresh weights from the config (no weights in --model)")
     parser.add_argument("--data-dir", required=True, help="EmpatheticDialogues directory with train.csv, valid.csv, test.csv")

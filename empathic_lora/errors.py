@@ -6,6 +6,7 @@ code 2, never as a traceback: the message must name the file, flag or value at f
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -15,6 +16,14 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """A problem with the user's input (a path, a flag, a file) rather than a bug."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse reporting a bad flag in one line and exit code 2, like ``UserError``: argparse's
+    own usage block before it would bury the line that names the flag (``--help`` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
 def exit_with(error: BaseException, code: int = 2) -> NoReturn:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from empathic_lora import base, checkpoint, inference
-from empathic_lora.errors import UserError, run_cli
+from empathic_lora.errors import ArgumentParser, UserError, run_cli
 
 BASE_KEYS = ("base_model", "gguf_file", "random_init", "init_seed")  # what rebuilds the base
 
@@ -97,7 +97,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m empathic_lora.export", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

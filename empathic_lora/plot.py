@@ -7,11 +7,10 @@ epochs).
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
-from empathic_lora.errors import UserError, run_cli
+from empathic_lora.errors import ArgumentParser, UserError, run_cli
 
 METRICS_FILE = "metrics.csv"
 
@@ -94,7 +93,7 @@ def plot_run(run_dir: Path, out: Path, smoothing: float = 0.6) -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m empathic_lora.plot", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m empathic_lora.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory holding metrics.csv (lightning_logs/version_N)")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/curves.png)")
     parser.add_argument("--smoothing", type=float, default=0.6, help="train-loss smoothing weight in [0, 1)")

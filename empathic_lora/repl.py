@@ -22,7 +22,7 @@ import transformers
 
 from empathic_lora import inference
 from empathic_lora.conversation import Formatter, Turn
-from empathic_lora.errors import UserError, run_cli
+from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import (
     GenerationSettings, context_window, printable, prompt_budget, setting_problem, stream_reply,
 )
@@ -185,7 +185,7 @@ def _setting(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = GenerationSettings()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="chat.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""Every bad input to train.py is answered with one `error:` line naming the culprit, a non-zero
+"""Every bad input to train.py (and a bad flag of chat, export or plot) is answered with one `error:` line naming the culprit, a non-zero
 exit and no traceback, and nothing the user made is touched."""
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import torch
 from conftest import assert_one_line_error, run_python
 from empathic_lora.builtin import SAMPLE_DIR
 from empathic_lora.cli import main
+from empathic_lora.export import main as export_main
+from empathic_lora.plot import main as plot_main
+from empathic_lora.repl import main as chat_main
 from test_download import _archive, _official_layout
 
 
@@ -148,6 +151,19 @@ def test_a_config_error_from_the_real_command_line_is_one_line(tmp_path: Path) -
     result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--data.batch_size", "eight")
     assert_one_line_error(result, "--data.batch_size: expected int, got eight")
     assert "usage:" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("main_of", "argv", "named"), [
+    (chat_main, ["--checkpoint", "x.ckpt", "--num_beams", "0"], "argument --num_beams: must be >= 1, got 0"),
+    (export_main, ["--out", "somewhere"], "the following arguments are required: --checkpoint"),
+    (plot_main, ["--smoothing", "lots"], "argument --smoothing: invalid float value: 'lots'"),
+])
+def test_a_bad_flag_of_chat_export_or_plot_is_one_line(capsys: pytest.CaptureFixture, main_of, argv, named) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as exit:
+        main_of(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and named in err and "usage:" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 # -- checkpoints (--ckpt_path) ------------------------------------------------------------------
