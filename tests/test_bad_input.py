@@ -1,5 +1,6 @@
-"""Every bad input to train.py (and a bad flag of chat, export or plot) is answered with one `error:` line naming the culprit, a non-zero
-exit and no traceback, and nothing the user made is touched."""
+"""Every bad input to train.py, and a bad flag of chat, export or plot, is answered with one
+`error:` line naming the culprit, a non-zero exit and no traceback; nothing the user made is
+touched."""
 
 from __future__ import annotations
 
