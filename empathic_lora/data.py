@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from empathic_lora.sampling import LengthGroupedSampler, ResumableDataLoader
 log = logging.getLogger(__name__)
 
 Format = Literal["dialogue", "seed"]
+DEFAULT_HISTORY_TURNS = 4
 # Bump when the tokenized layout or the conversation format changes, so old caches are not reused.
 CACHE_VERSION = 1
 
@@ -65,6 +66,15 @@ def build_examples(rows: Sequence[Row], format: Format) -> list[Example]:
                 )
                 examples.append(Example(conv_id, row.emotion, row.situation, context, row.utterance))
     return examples
+
+
+def context_turns(settings: Mapping[str, Any]) -> int | None:
+    """The context window of a model trained with these DataModule settings (as its checkpoint
+    records them): one turn in `seed` format (the situation), else `history_turns` (`None`: all).
+    Chat prompts with the same window, so the model sees contexts shaped as in training."""
+    if settings.get("format") == "seed":
+        return 1
+    return settings.get("history_turns", DEFAULT_HISTORY_TURNS)
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -106,7 +116,7 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         self,
         data_dir: str | None = None,
         format: Format = "dialogue",
-        history_turns: int | None = 4,
+        history_turns: int | None = DEFAULT_HISTORY_TURNS,
         max_length: int = 256,
         batch_size: int = 8,
         eval_batch_size: int = 8,

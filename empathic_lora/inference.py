@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from empathic_lora import base, checkpoint
 from empathic_lora.cli import RUNS, find_last_checkpoint
+from empathic_lora.data import context_turns
 from empathic_lora.errors import UserError
 from empathic_lora.model import EmpatheticLoRAModule
 
@@ -53,11 +54,8 @@ class InferenceModel:
     source: Path  # the file or directory it was loaded from
 
     def default_history_turns(self) -> int | None:
-        """The context the model was trained with: `history_turns` turns, or one for `seed` format
-        (a single situation turn per example)."""
-        if self.data.get("format") == "seed":
-            return 1
-        return self.data.get("history_turns", 4)
+        """The context window the model was trained with (see `data.context_turns`)."""
+        return context_turns(self.data)
 
 
 def resolve(path: str | Path) -> Path:

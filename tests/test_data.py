@@ -6,7 +6,7 @@ import pytest
 
 from empathic_lora.base import load_tokenizer
 from empathic_lora.conversation import Formatter
-from empathic_lora.data import EmpatheticDialoguesDataModule
+from empathic_lora.data import EmpatheticDialoguesDataModule, context_turns
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,13 @@ def test_seed_format_has_one_example_per_row(tokenizer, tmp_path: Path) -> None:
     assert len(dm.datasets["train"]) == 196  # rows in the sample's train.csv
     first = dm.examples("train")[0]
     assert [t.role for t in first.context] == ["speaker"] and first.context[0].text == first.situation
+
+
+def test_chat_gets_the_context_window_the_run_trained_with(tokenizer, tmp_path: Path) -> None:
+    dialogue = _datamodule(tokenizer, tmp_path, history_turns=2)
+    assert context_turns(dict(dialogue.hparams)) == 2
+    assert context_turns(dict(_datamodule(tokenizer, tmp_path, history_turns=None).hparams)) is None
+    # seed examples hold the situation alone, whatever history_turns says
+    assert context_turns(dict(_datamodule(tokenizer, tmp_path, format="seed", history_turns=6).hparams)) == 1
+    # a checkpoint without DataModule settings: the DataModule's own default
+    assert context_turns({}) == _datamodule(tokenizer, tmp_path).hparams.history_turns
