@@ -201,7 +201,7 @@ def _unfuse_gelu(model: torch.nn.Module) -> None:
 
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, torch.nn.GELU):
+            if isinstance(child, torch.nn.GELU) and child.approximate == "tanh":
                 setattr(parent, name, NewGELUActivation())
 
 
