@@ -50,13 +50,13 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def quickstart_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `last.ckpt` of one short quickstart run (offline tiny GPT-2), shared by the whole session.
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `last.ckpt` of one short run of configs/tiny.yaml (offline tiny GPT-2), shared by the whole session.
 
     Six epochs: fewer leave the tiny model answering some messages with eos alone.
     """
-    root = tmp_path_factory.mktemp("quickstart")
-    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "6",
+    root = tmp_path_factory.mktemp("tiny")
+    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--trainer.max_epochs", "6",
                         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root))
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

@@ -21,12 +21,12 @@ from test_download import _archive, _official_layout
 
 
 def _train(capsys: pytest.CaptureFixture, tmp_path: Path, *args: str, writes_nothing: bool = True) -> str:
-    """Run `train.py fit` on the offline quickstart in-process; its error line, after asserting that
+    """Run `train.py fit` on the offline tiny config in-process; its error line, after asserting that
     it failed as a user mistake should: exit code 2, exactly one `error:` line, no traceback, and
     (unless told otherwise) no run directory written."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "configs/quickstart.yaml", "--trainer.max_steps", "1", "--trainer.enable_progress_bar",
+        main(["fit", "--config", "configs/tiny.yaml", "--trainer.max_steps", "1", "--trainer.enable_progress_bar",
               "false", "--trainer.default_root_dir", str(tmp_path / "runs"), *args])
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
@@ -149,7 +149,7 @@ def test_target_modules_that_match_nothing(capsys: pytest.CaptureFixture, tmp_pa
 
 
 def test_a_config_error_from_the_real_command_line_is_one_line(tmp_path: Path) -> None:
-    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--data.batch_size", "eight")
+    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--data.batch_size", "eight")
     assert_one_line_error(result, "--data.batch_size: expected int, got eight")
     assert "usage:" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -175,15 +175,15 @@ def _changed(source: Path, path: Path, change) -> Path:  # noqa: ANN001
     return path
 
 
-def test_bad_checkpoints(capsys: pytest.CaptureFixture, tmp_path: Path, quickstart_ckpt: Path) -> None:
-    original = hashlib.sha256(quickstart_ckpt.read_bytes()).hexdigest()
+def test_bad_checkpoints(capsys: pytest.CaptureFixture, tmp_path: Path, tiny_ckpt: Path) -> None:
+    original = hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
     truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes(quickstart_ckpt.read_bytes()[: quickstart_ckpt.stat().st_size // 2])
+    truncated.write_bytes(tiny_ckpt.read_bytes()[: tiny_ckpt.stat().st_size // 2])
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint\n")
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "epoch": 3}, foreign)  # a torch file, but not ours
-    future = _changed(quickstart_ckpt, tmp_path / "future.ckpt", lambda c: c["empathic_lora"].update(format_version=99))
+    future = _changed(tiny_ckpt, tmp_path / "future.ckpt", lambda c: c["empathic_lora"].update(format_version=99))
     cases = {
         tmp_path / "missing.ckpt": f"error: checkpoint {tmp_path / 'missing.ckpt'} does not exist",
         truncated: f"error: checkpoint {truncated} is truncated or not a checkpoint (",
@@ -193,12 +193,12 @@ def test_bad_checkpoints(capsys: pytest.CaptureFixture, tmp_path: Path, quicksta
     }
     for path, expected in cases.items():
         assert _train(capsys, tmp_path, "--ckpt_path", str(path)).startswith(expected)
-    assert hashlib.sha256(quickstart_ckpt.read_bytes()).hexdigest() == original
+    assert hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest() == original
 
 
-def test_checkpoint_for_another_base_model(capsys: pytest.CaptureFixture, tmp_path: Path, quickstart_ckpt: Path) -> None:
+def test_checkpoint_for_another_base_model(capsys: pytest.CaptureFixture, tmp_path: Path, tiny_ckpt: Path) -> None:
     # As if the base at the recorded name had changed: another architecture behind the same name.
-    other = _changed(quickstart_ckpt, tmp_path / "other.ckpt", lambda c: c["empathic_lora"]["signature"].update(
+    other = _changed(tiny_ckpt, tmp_path / "other.ckpt", lambda c: c["empathic_lora"]["signature"].update(
         model_type="llama", hidden_size=576))
     # Found when Lightning loads it into the built model: the new run directory holds only its config.
     line = _train(capsys, tmp_path, "--ckpt_path", str(other), writes_nothing=False)
@@ -208,9 +208,9 @@ def test_checkpoint_for_another_base_model(capsys: pytest.CaptureFixture, tmp_pa
 
 
 # -- chat input (the chat tests cover the 1 MB line and invalid UTF-8) ---------------------------
-def test_control_characters_and_ansi_escapes_in_chat_input_are_not_echoed(quickstart_ckpt: Path) -> None:
+def test_control_characters_and_ansi_escapes_in_chat_input_are_not_echoed(tiny_ckpt: Path) -> None:
     message = "I feel \x1b[31mred\x1b[0m and \x07 tired\x1b]0;title\x07"
-    result = run_python("chat.py", "--checkpoint", str(quickstart_ckpt),
+    result = run_python("chat.py", "--checkpoint", str(tiny_ckpt),
                         input=f"{message}\n/\x1b[2Jclear\x08\x08\n/quit\n")
     assert result.returncode == 0, result.stderr
     for stream in (result.stdout, result.stderr):

@@ -40,8 +40,8 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def loaded(quickstart_ckpt: Path) -> inference.InferenceModel:
-    return inference.load(quickstart_ckpt, device="cpu")
+def loaded(tiny_ckpt: Path) -> inference.InferenceModel:
+    return inference.load(tiny_ckpt, device="cpu")
 
 
 def _session(loaded: inference.InferenceModel, history_turns: int | None = 4, **settings) -> repl.ChatSession:
@@ -58,7 +58,7 @@ def _assert_reply(line: str) -> None:
 def test_reloaded_checkpoint_gives_the_trained_logits(tmp_path: Path) -> None:
     cli = EmpathicCLI(
         EmpatheticLoRAModule, EmpatheticDialoguesDataModule, seed_everything_default=0,
-        args=["fit", "--config", "configs/quickstart.yaml", "--trainer.max_steps", "4", "--trainer.enable_progress_bar",
+        args=["fit", "--config", "configs/tiny.yaml", "--trainer.max_steps", "4", "--trainer.enable_progress_bar",
               "false", "--trainer.default_root_dir", str(tmp_path)],
     )
     trained = cli.model.eval()
@@ -72,9 +72,9 @@ def test_reloaded_checkpoint_gives_the_trained_logits(tmp_path: Path) -> None:
     assert not torch.allclose(expected, untouched, atol=1e-3)  # the adapter really changes the model
 
 
-def test_checkpoint_errors_are_one_line(tmp_path: Path, quickstart_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+def test_checkpoint_errors_are_one_line(tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     corrupt = tmp_path / "corrupt.ckpt"
-    corrupt.write_bytes(quickstart_ckpt.read_bytes()[:5000])
+    corrupt.write_bytes(tiny_ckpt.read_bytes()[:5000])
     for path, needle in [(tmp_path / "missing.ckpt", "does not exist"), (corrupt, "truncated"), (tmp_path, "neither")]:
         with pytest.raises(SystemExit) as exit:
             repl.main(["--checkpoint", str(path), "--message", MESSAGE])
@@ -83,13 +83,13 @@ def test_checkpoint_errors_are_one_line(tmp_path: Path, quickstart_ckpt: Path, c
         assert "error: " in err and needle in err and str(path) in err and "Traceback" not in err, err
 
 
-def test_base_model_mismatch_is_refused_naming_both(quickstart_ckpt: Path, distilgpt2_dir: Path) -> None:
+def test_base_model_mismatch_is_refused_naming_both(tiny_ckpt: Path, distilgpt2_dir: Path) -> None:
     with pytest.raises(UserError, match=f"'builtin:tiny-gpt2', which differs from '{distilgpt2_dir}'"):
-        inference.load(quickstart_ckpt, base_model=str(distilgpt2_dir), device="cpu")
+        inference.load(tiny_ckpt, base_model=str(distilgpt2_dir), device="cpu")
 
 
-def test_an_adapter_missing_a_weight_is_refused(tmp_path: Path, quickstart_ckpt: Path) -> None:
-    ckpt = torch.load(quickstart_ckpt, weights_only=True)
+def test_an_adapter_missing_a_weight_is_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
     ckpt["state_dict"].pop(sorted(ckpt["state_dict"])[0])
     torch.save(ckpt, tmp_path / "partial.ckpt")
     with pytest.raises(UserError, match="1 adapter weight"):
@@ -222,9 +222,9 @@ def _expect_clean_exit(child: pexpect.spawn) -> None:
     assert child.exitstatus == 0 and "Traceback" not in child.before, child.before
 
 
-def test_terminal_sessions(quickstart_ckpt: Path) -> None:
+def test_terminal_sessions(tiny_ckpt: Path) -> None:
     # Started together so that their start-up overlaps; each then leaves a different way.
-    talk, ctrl_d, ctrl_c = (_spawn(quickstart_ckpt) for _ in range(3))
+    talk, ctrl_d, ctrl_c = (_spawn(tiny_ckpt) for _ in range(3))
     talk.expect_exact(repl.PROMPT)
     talk.sendline(MESSAGE)
     talk.expect(r"bot> (.*)\r\n")
@@ -251,14 +251,14 @@ def test_terminal_sessions(quickstart_ckpt: Path) -> None:
     _expect_clean_exit(ctrl_c)
 
 
-def test_piped_mode_writes_one_reply_line_per_message(quickstart_ckpt: Path) -> None:
+def test_piped_mode_writes_one_reply_line_per_message(tiny_ckpt: Path) -> None:
     long = " ".join(["tired"] * 2000)  # 11,999 characters
     megabyte = "a" * 2**20
     data = (
         f"{MESSAGE}\n\n   \n".encode() + b"\xff\xfe I feel \xc3 lost\n"  # invalid UTF-8
         + f"{long}\n\n{megabyte}\n/quit\nnever read\n".encode()
     )
-    result = run_python("chat.py", "--checkpoint", str(quickstart_ckpt), input=data)
+    result = run_python("chat.py", "--checkpoint", str(tiny_ckpt), input=data)
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     lines = result.stdout.decode().splitlines()
@@ -270,8 +270,8 @@ def test_piped_mode_writes_one_reply_line_per_message(quickstart_ckpt: Path) -> 
     assert "Traceback" not in stderr and "warn" not in stderr.lower(), stderr
 
 
-def test_one_message_with_crisis_language(quickstart_ckpt: Path) -> None:
-    result = run_python("chat.py", "--checkpoint", str(quickstart_ckpt), "--message", "I want to end my life",
+def test_one_message_with_crisis_language(tiny_ckpt: Path) -> None:
+    result = run_python("chat.py", "--checkpoint", str(tiny_ckpt), "--message", "I want to end my life",
                         "--do_sample", "--seed", "1", "--top_k", "20")
     assert result.returncode == 0, result.stderr
     reply, resource = result.stdout.splitlines()

@@ -28,7 +28,7 @@ from empathic_lora.model import EmpatheticLoRAModule
 
 DEFAULT_KEYS = {f"test/bleu{n}" for n in range(1, 5)} | {
     "test/rougeL_fmeasure", "test/distinct1", "test/distinct2", "test/length"}
-QUICKSTART = ["--config", "configs/quickstart.yaml", "--trainer.enable_progress_bar", "false"]
+QUICKSTART = ["--config", "configs/tiny.yaml", "--trainer.enable_progress_bar", "false"]
 
 
 class ReplyCount(Metric):
@@ -98,9 +98,9 @@ def _test_examples(ed_dir: Path, model_dir: Path) -> list[Example]:
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-epoch quickstart run that generates at the second epoch's validation only."""
-    root = tmp_path_factory.mktemp("quickstart")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch tiny run that generates at the second epoch's validation only."""
+    root = tmp_path_factory.mktemp("tiny")
     main([
         "fit", *QUICKSTART, "--trainer.max_epochs", "2", "--model.generation_every_n_epochs", "2",
         "--model.num_generation_samples", "3", "--trainer.default_root_dir", str(root),
@@ -108,13 +108,13 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _run_dir(root)
 
 
-def test_generation_metrics_during_fit_follow_generation_every_n_epochs(quickstart_run: Path) -> None:
-    with (quickstart_run / "metrics.csv").open() as f:
+def test_generation_metrics_during_fit_follow_generation_every_n_epochs(tiny_run: Path) -> None:
+    with (tiny_run / "metrics.csv").open() as f:
         validations = [row for row in csv.DictReader(f) if row["val/ppl"]]
     assert [row["epoch"] for row in validations] == ["0", "1"]
     assert [bool(row["val/distinct1"]) for row in validations] == [False, True]
     assert all(row["val/word_ppl"] for row in validations)
-    samples = _samples(quickstart_run)
+    samples = _samples(tiny_run)
     assert len(samples) == 3 and {(s["stage"], s["epoch"]) for s in samples} == {("val", 1)}
 
 
@@ -123,8 +123,8 @@ def _validate(root: Path, *extra: str) -> Path:
     return _run_dir(root)
 
 
-def test_zero_shot_evaluates_the_untouched_base(tmp_path: Path, quickstart_run: Path) -> None:
-    checkpoint = str(quickstart_run / "checkpoints" / "last.ckpt")
+def test_zero_shot_evaluates_the_untouched_base(tmp_path: Path, tiny_run: Path) -> None:
+    checkpoint = str(tiny_run / "checkpoints" / "last.ckpt")
     no_checkpoint = _validate(tmp_path, "--model.num_generation_samples", "3")
     switched_off = _validate(tmp_path, "--ckpt_path", checkpoint, "--model.zero_shot", "true", "--model.num_generation_samples", "3")
     fine_tuned = _validate(tmp_path, "--ckpt_path", checkpoint, "--model.num_generation_samples", "0")
@@ -208,5 +208,5 @@ def test_the_docs_walkthrough_runs_as_written(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     assert "test/question_rate" in result.stdout and "test/distinct2" in result.stdout
-    logged = _logged(_run_dir(tmp_path / "runs" / "quickstart"))
+    logged = _logged(_run_dir(tmp_path / "runs" / "tiny"))
     assert 0 <= logged["test/question_rate"] <= 1 and {"test/ppl", "test/word_ppl"} <= set(logged)

@@ -23,18 +23,18 @@ TEXT = " <|prompt|> I feel overwhelmed with work <|response|> That sounds hard"
 
 
 @pytest.fixture(scope="module")
-def trained(quickstart_ckpt: Path) -> EmpatheticLoRAModule:
-    return inference.load_module(quickstart_ckpt)[0]
+def trained(tiny_ckpt: Path) -> EmpatheticLoRAModule:
+    return inference.load_module(tiny_ckpt)[0]
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(quickstart_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export.export(str(quickstart_ckpt), str(tmp_path_factory.mktemp("export") / "adapter"))
+def adapter_dir(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export.export(str(tiny_ckpt), str(tmp_path_factory.mktemp("export") / "adapter"))
 
 
 @pytest.fixture(scope="module")
-def merged_dir(quickstart_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export.export(str(quickstart_ckpt), str(tmp_path_factory.mktemp("export") / "merged"), merge=True)
+def merged_dir(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export.export(str(tiny_ckpt), str(tmp_path_factory.mktemp("export") / "merged"), merge=True)
 
 
 @torch.no_grad()
@@ -64,11 +64,11 @@ def test_merged_model_loads_with_auto_model(merged_dir: Path, trained: Empatheti
 
 
 def test_chat_from_the_adapter_directory_replies_as_from_the_checkpoint(
-    adapter_dir: Path, quickstart_ckpt: Path, capsys: pytest.CaptureFixture
+    adapter_dir: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture
 ) -> None:
     settings = GenerationSettings(max_new_tokens=16)
     replies = []
-    for source in (quickstart_ckpt, adapter_dir):
+    for source in (tiny_ckpt, adapter_dir):
         loaded = inference.load(source, device="cpu")
         formatter = Formatter(loaded.tokenizer, loaded.default_history_turns())
         replies.append(generate_replies(loaded.model, formatter, [[Turn("speaker", "I lost my keys")]], settings)[0])
@@ -85,19 +85,19 @@ def test_chat_from_the_merged_directory_through_a_pipe(merged_dir: Path) -> None
     assert line.strip() and line != repl.NO_REPLY and not any(marker in line for marker in MARKERS)
 
 
-def test_a_non_empty_out_is_refused_unless_forced(tmp_path: Path, quickstart_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_non_empty_out_is_refused_unless_forced(tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit) as exit:
-        export.main(["--checkpoint", str(quickstart_ckpt), "--out", str(out)])
+        export.main(["--checkpoint", str(tiny_ckpt), "--out", str(out)])
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {out} is not empty; pass --force") and "Traceback" not in err
     assert {p.name for p in out.iterdir()} == {"notes.txt"}
 
-    export.main(["--checkpoint", str(quickstart_ckpt), "--out", str(out), "--force"])
-    export.main(["--checkpoint", str(quickstart_ckpt), "--out", str(out), "--force", "--merge"])
+    export.main(["--checkpoint", str(tiny_ckpt), "--out", str(out), "--force"])
+    export.main(["--checkpoint", str(tiny_ckpt), "--out", str(out), "--force", "--merge"])
     names = {p.name for p in out.iterdir()}
     assert "notes.txt" in names and "model.safetensors" in names
     assert "adapter_model.safetensors" not in names  # the previous export is replaced, not mixed in

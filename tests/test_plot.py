@@ -11,7 +11,7 @@ from empathic_lora.plot import smooth
 
 
 def test_plot_of_a_real_short_run(tmp_path: Path) -> None:
-    fit = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "3",
+    fit = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--trainer.max_epochs", "3",
                      "--model.num_generation_samples", "0", "--trainer.default_root_dir", str(tmp_path))
     assert fit.returncode == 0, fit.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"

@@ -173,9 +173,9 @@ def test_non_finite_weights_are_never_written(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-# -- checkpointing through the CLI, on the offline quickstart --------------------------------------
-def _quickstart(root: Path, *extra: str) -> None:
-    main(["fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar",
+# -- checkpointing through the CLI, on the offline tiny config --------------------------------------
+def _tiny(root: Path, *extra: str) -> None:
+    main(["fit", "--config", "configs/tiny.yaml", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar",
           "false", "--trainer.enable_model_summary", "false", "--model.num_generation_samples", "0",
           "--trainer.default_root_dir", str(root), *extra])
 
@@ -193,7 +193,7 @@ def test_every_checkpoint_is_written_atomically_and_last_is_always_newest(
     monkeypatch.setattr(SafeCheckpointIO, "save_checkpoint", recording_save)
     # mode max: val/ppl falls, so only the first validation "improves"; Lightning alone would then
     # leave last.ckpt at the end of epoch 0.
-    _quickstart(tmp_path, "--trainer.callbacks.every_n_train_steps", "5", "--trainer.callbacks.mode", "max")
+    _tiny(tmp_path, "--trainer.callbacks.every_n_train_steps", "5", "--trainer.callbacks.mode", "max")
     steps_per_epoch = 13
     last_writes = [step for name, step in writes if name == "last.ckpt"]
     assert last_writes == [5, 10, steps_per_epoch, 15, 20, 25, 2 * steps_per_epoch]
@@ -206,7 +206,7 @@ def test_every_checkpoint_is_written_atomically_and_last_is_always_newest(
 
 def test_save_last_link_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
-        _quickstart(tmp_path, "--trainer.callbacks.save_last", "link")
+        _tiny(tmp_path, "--trainer.callbacks.save_last", "link")
     assert exit_.value.code == 2
     assert "save_last: link is not supported" in capsys.readouterr().err
 
@@ -216,7 +216,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
 ) -> None:
     # lr 1e30: step 1 is computed from sane weights and saved; it leaves weights that overflow.
     with pytest.raises(SystemExit) as exit_:
-        _quickstart(tmp_path, "--model.lr", "1e30", "--model.warmup_steps", "0", "--trainer.callbacks.every_n_train_steps", "1")
+        _tiny(tmp_path, "--model.lr", "1e30", "--model.warmup_steps", "0", "--trainer.callbacks.every_n_train_steps", "1")
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err

@@ -53,7 +53,7 @@ def test_reading_refuses_it(malicious: tuple[Path, Path]) -> None:
 
 def test_train_refuses_it(malicious: tuple[Path, Path], tmp_path: Path) -> None:
     path, marker = malicious
-    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--ckpt_path", str(path),
+    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--ckpt_path", str(path),
                         "--trainer.default_root_dir", str(tmp_path / "runs"))
     assert_one_line_error(result, f"checkpoint {path} {REFUSED}")
     assert not marker.exists() and not (tmp_path / "runs").exists()

@@ -100,14 +100,14 @@ def test_offline_hub_model_gives_one_line_naming_the_flag(tmp_path: Path) -> Non
 
 
 def test_offline_dataset_download_names_the_flag(tmp_path: Path) -> None:
-    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--data.data_dir", "null",
+    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--data.data_dir", "null",
                         "--data.download_url", "http://127.0.0.1:9/ed.tar.gz", "--data.cache_dir", str(tmp_path),
                         "--trainer.default_root_dir", str(tmp_path))
     assert_one_line_error(result, "could not download", "--data.data_dir")
 
 
-def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
-    result = run_python("train.py", "fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "3",
+def test_tiny_config_runs_end_to_end(tmp_path: Path) -> None:
+    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--trainer.max_epochs", "3",
                         "--trainer.default_root_dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"
@@ -124,7 +124,7 @@ def test_typed_base_model_flag_wins_over_the_checkpoint(tmp_path: Path, capsys: 
 
     original = tmp_path / "base-at-training"
     shutil.copytree(tiny_gpt2_dir(), original)
-    common = ["--config", "configs/quickstart.yaml", "--trainer.enable_progress_bar", "false",
+    common = ["--config", "configs/tiny.yaml", "--trainer.enable_progress_bar", "false",
               "--trainer.default_root_dir", str(tmp_path / "runs")]
     main(["fit", *common, "--model.base_model", str(original), "--trainer.max_steps", "2"])
     last = tmp_path / "runs/lightning_logs/version_0/checkpoints/last.ckpt"
