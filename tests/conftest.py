@@ -50,6 +50,18 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """A headless Debian chromium driven by Playwright (`empathic_lora.web.harness.browser`), for the whole session."""
+    from empathic_lora.web import harness
+
+    if harness.chromium_path() is None:
+        message = "chromium is missing (apt-get install chromium; .ci/run installs it)"
+        pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
+    with harness.browser() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `last.ckpt` of one short run of configs/tiny.yaml (offline tiny GPT-2), shared by the whole session.
 
