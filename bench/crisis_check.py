@@ -1,0 +1,161 @@
+"""Crisis check: recall and false-alarm rate on the committed evaluation set, for the tuning part,
+the held-out part and both, with recall per category and milliseconds per message for each layer
+(p50/p95), in one run.
+
+    python bench/crisis_check.py                 # the pattern layer (what chat runs without the extra)
+    python bench/crisis_check.py --semantic      # also the semantic layer, and patterns + semantic together
+    python bench/crisis_check.py --misses        # also list every miss and false alarm
+
+The set is `bench/crisis_set/` (see its README.md): `crisis.txt` and `negatives.txt` are the part
+the patterns were written against, `heldout_*.txt` a quarter written at the same time and never
+used to tune them. Targets (issue 10): recall >= 0.95 and false alarms <= 5% on the whole set.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from empathic_lora.errors import ArgumentParser, UserError, run_cli
+from empathic_lora.safety import CrisisCheck
+
+SET_DIR = Path(__file__).resolve().parent / "crisis_set"
+PARTS = {"tuning": ("crisis.txt", "negatives.txt"), "held-out": ("heldout_crisis.txt", "heldout_negatives.txt")}
+TARGET_RECALL, TARGET_FALSE_ALARMS = 0.95, 0.05
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    crisis: bool
+    category: str
+    part: str
+
+
+def read_messages(path: Path) -> Iterable[tuple[str, str]]:
+    """(category, message) for each line of a set file; a `# word` line names the block's category."""
+    category = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("# ") and len(line.split()) == 2:
+            category = line[2:]
+        elif line and not line.startswith("#"):
+            if not category:
+                raise UserError(f"{path}: message before any '# category' line: {line!r}")
+            yield category, line
+
+
+def load_set(set_dir: Path = SET_DIR) -> list[Example]:
+    examples = []
+    for part, (crisis_file, negatives_file) in PARTS.items():
+        for name, crisis in ((crisis_file, True), (negatives_file, False)):
+            path = set_dir / name
+            if not path.is_file():
+                raise UserError(f"--set {set_dir}: {name} is missing")
+            examples += [Example(text, crisis, category, part) for category, text in read_messages(path)]
+    return examples
+
+
+@dataclass
+class Score:
+    crisis: int = 0
+    caught: int = 0
+    negatives: int = 0
+    false_alarms: int = 0
+
+    @property
+    def recall(self) -> float:
+        return self.caught / self.crisis if self.crisis else float("nan")
+
+    @property
+    def false_alarm_rate(self) -> float:
+        return self.false_alarms / self.negatives if self.negatives else float("nan")
+
+    def add(self, example: Example, fired: bool) -> None:
+        if example.crisis:
+            self.crisis, self.caught = self.crisis + 1, self.caught + fired
+        else:
+            self.negatives, self.false_alarms = self.negatives + 1, self.false_alarms + fired
+
+
+@dataclass
+class Evaluation:
+    parts: dict[str, Score]            # "tuning", "held-out", "all"
+    categories: dict[str, Score]       # crisis categories: recall; negative categories: false alarms
+    errors: list[Example]              # misses and false alarms
+
+
+def evaluate(matches: Callable[[str], bool], examples: list[Example]) -> Evaluation:
+    """Score a check (`CrisisCheck(...).matches`) on the set."""
+    result = Evaluation({part: Score() for part in (*PARTS, "all")}, {}, [])
+    for example in examples:
+        fired = bool(matches(example.text))
+        for part in (example.part, "all"):
+            result.parts[part].add(example, fired)
+        result.categories.setdefault(f"{'crisis' if example.crisis else 'negative'}/{example.category}", Score()).add(example, fired)
+        if fired != example.crisis:
+            result.errors.append(example)
+    return result
+
+
+def milliseconds(matches: Callable[[str], bool], texts: list[str], repeats: int) -> tuple[float, float]:
+    """p50 and p95 of the time to check one message, each message timed on its own."""
+    times = []
+    for _ in range(repeats):
+        for text in texts:
+            start = time.perf_counter()
+            matches(text)
+            times.append(1000 * (time.perf_counter() - start))
+    cuts = statistics.quantiles(times, n=20)
+    return statistics.median(times), cuts[18]
+
+
+def report(name: str, matches: Callable[[str], bool], examples: list[Example], repeats: int, misses: bool) -> Evaluation:
+    result = evaluate(matches, examples)
+    p50, p95 = milliseconds(matches, [e.text for e in examples], repeats)
+    print(f"== {name}: {p50:.3f} ms per message p50, {p95:.3f} ms p95")
+    for part, score in result.parts.items():
+        print(f"{part:>9}: recall {score.recall:.3f} ({score.caught}/{score.crisis}), "
+              f"false alarms {score.false_alarm_rate:.3f} ({score.false_alarms}/{score.negatives})")
+    print("   recall per crisis category: " + ", ".join(
+        f"{key.split('/')[1]} {s.recall:.2f}" for key, s in result.categories.items() if key.startswith("crisis/")))
+    print("   false alarms per negative category: " + ", ".join(
+        f"{key.split('/')[1]} {s.false_alarm_rate:.2f}" for key, s in result.categories.items() if key.startswith("negative/")))
+    everything = result.parts["all"]
+    met = everything.recall >= TARGET_RECALL and everything.false_alarm_rate <= TARGET_FALSE_ALARMS
+    print(f"   targets (recall >= {TARGET_RECALL}, false alarms <= {TARGET_FALSE_ALARMS:.0%}, whole set): {'met' if met else 'NOT met'}")
+    if misses:
+        for example in result.errors:
+            kind = "missed" if example.crisis else "false alarm"
+            print(f"   {kind:>11} [{example.part}/{example.category}] {example.text}")
+    return result
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", type=Path, default=SET_DIR, help="directory holding the four set files")
+    parser.add_argument("--semantic", action="store_true", help="also measure the semantic layer (the crisis-semantic extra)")
+    parser.add_argument("--repeats", type=int, default=5, help="times each message is checked for the timings")
+    parser.add_argument("--misses", action="store_true", help="list every miss and false alarm")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: must be at least 1")
+    examples = load_set(args.set)
+    patterns = CrisisCheck()
+    report("patterns", patterns.matches, examples, args.repeats, args.misses)
+    if args.semantic:
+        from empathic_lora import crisis_semantic
+
+        layer = crisis_semantic.load()
+        report("semantic alone", layer, examples, args.repeats, args.misses)
+        report("patterns + semantic", CrisisCheck(semantic=layer).matches, examples, args.repeats, args.misses)
+
+
+if __name__ == "__main__":
+    run_cli(main)
