@@ -16,6 +16,7 @@ tokens of a turn do not depend on what stands before it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +44,17 @@ def render(turns: Sequence[Turn], reply: str | None = None) -> str:
     """The human-readable string of a context (and optional reply), for logs and sample dumps."""
     text = "".join(f" {_marker(t.role)} {t.text}" for t in turns) + f" {RESPONSE_MARKER}"
     return (text + (f" {reply}" if reply is not None else "")).strip()
+
+
+def parse(rendered: str) -> list[Turn]:
+    """The turns of a context written by `render` (its final response cue dropped): how sample
+    dumps are shown turn by turn again, e.g. to human annotators."""
+    pieces = re.split(f"({re.escape(PROMPT_MARKER)}|{re.escape(RESPONSE_MARKER)})", rendered)
+    turns = [
+        Turn("speaker" if marker == PROMPT_MARKER else "listener", text.strip())
+        for marker, text in zip(pieces[1::2], pieces[2::2])
+    ]
+    return turns[:-1] if turns and turns[-1].role == "listener" and not turns[-1].text else turns
 
 
 class Formatter:

@@ -1,0 +1,108 @@
+"""The study model: pairing two runs' samples, attention checks, seeded order and sides, bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from humaneval_samples import rows, two_runs, write_samples
+
+from empathic_lora.conversation import Turn, parse, render
+from empathic_lora.errors import UserError
+from empathic_lora.humaneval.study import build_study
+
+
+def test_parse_inverts_render() -> None:
+    turns = [Turn("speaker", "I lost my job <b>today</b>."), Turn("listener", "Oh no."), Turn("speaker", "Yes.")]
+    assert parse(render(turns)) == turns
+    assert parse(render([])) == []
+
+
+def test_pairs_by_split_and_context_skipping_and_counting_the_rest(tmp_path: Path) -> None:
+    a, b = two_runs(tmp_path, n=5)
+    write_samples(a, rows(2, "A only {i}", start=100))           # contexts B never saw
+    write_samples(b, rows(3, "B only {i}", start=200))
+    write_samples(b, rows(1, "B val {i}", stage="val"))           # same context as A's test item 0, other split
+    study = build_study(a, b, attention_rate=0)
+    assert [(item.a, item.b) for item in study.items] == [(f"A says sorry {i}", f"B says sorry {i}") for i in range(5)]
+    assert study.skipped == {"a": 2, "b": 4}
+    assert study.names == (str(a.parent), str(b.parent))
+
+
+def test_a_later_evaluation_of_a_context_replaces_the_earlier(tmp_path: Path) -> None:
+    a, b = two_runs(tmp_path, n=2)
+    later = rows(1, "A again {i}")
+    later[0]["epoch"] = 1
+    write_samples(a, later)
+    study = build_study(a, b, attention_rate=0)
+    assert sorted(item.a for item in study.items) == ["A again 0", "A says sorry 1"]
+
+
+def test_attention_checks_pit_the_reference_against_a_broken_reply(tmp_path: Path) -> None:
+    a, b = two_runs(tmp_path, n=9)
+    study = build_study(a, b, attention_rate=0.25)
+    checks = [item for item in study.items if item.kind == "check"]
+    assert len(checks) == 3  # 3 of 12 items: a quarter
+    references = {r["context"]: r["reference"] for r in rows(9, "")}
+    for check in checks:
+        assert check.a == references[check.context]
+        assert check.b != check.a and sorted(check.b.split()) != sorted(check.a.split())  # another reply, shuffled
+    assert len({item.id for item in study.items}) == len(study.items)
+    assert build_study(a, b, attention_rate=0.01).items[-1].kind == "check"  # any rate above 0 gives one
+
+
+def test_order_and_sides_are_seeded_per_annotator(tmp_path: Path) -> None:
+    a, b = two_runs(tmp_path, n=40)
+    study = build_study(a, b)
+    again = build_study(a, b)
+    assert [i.id for i in study.order("alice")] == [i.id for i in again.order("alice")]
+    assert [i.id for i in study.order("alice")] != [i.id for i in study.order("bob")]
+    assert sorted(i.id for i in study.order("bob")) == sorted(i.id for i in study.items)
+    sides = [study.first("alice", item.id) for item in study.items]
+    assert 10 < sides.count("a") < 34  # a fair coin per item, not one side for everything
+    assert [study.first("bob", item.id) for item in study.items] != sides
+    assert [build_study(a, b, seed=1).first("alice", item.id) for item in study.items] != sides
+
+
+def test_fingerprint_follows_content_and_settings_not_paths(tmp_path: Path) -> None:
+    a, b = two_runs(tmp_path / "one")
+    moved_a, moved_b = two_runs(tmp_path / "two")
+    assert build_study(a, b).fingerprint == build_study(moved_a, moved_b).fingerprint
+    assert build_study(a, b).fingerprint != build_study(b, a).fingerprint
+    assert build_study(a, b).fingerprint != build_study(a, b, questions=["Which is kinder?"]).fingerprint
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "no such samples file"),
+        (b"", "holds no samples"),
+        (b"\xff\xfe not utf-8\n", "not UTF-8"),
+        (b"{not json\n", ":1: not a samples line"),
+        (json.dumps({"stage": "test", "context": "x", "reply": "y"}).encode() + b"\n", "not a samples line"),
+        (json.dumps({"stage": "test", "emotion": "sad", "context": "x", "reference": "r", "reply": 3}).encode() + b"\n",
+         "must be strings"),
+    ],
+)
+def test_a_bad_samples_file_is_one_error_naming_flag_and_file(tmp_path: Path, content: bytes | None, needle: str) -> None:
+    _, b = two_runs(tmp_path)
+    bad = tmp_path / "bad" / "samples.jsonl"
+    if content is not None:
+        bad.parent.mkdir()
+        bad.write_bytes(content)
+    with pytest.raises(UserError, match=needle) as error:
+        build_study(bad, b)
+    assert str(error.value).startswith(f"--a {bad}")
+
+
+def test_no_shared_context_and_bad_settings_are_refused(tmp_path: Path) -> None:
+    a, _ = two_runs(tmp_path)
+    other = tmp_path / "other" / "samples.jsonl"
+    write_samples(other, rows(3, "x {i}", start=50))
+    with pytest.raises(UserError, match="share no context"):
+        build_study(a, other)
+    with pytest.raises(UserError, match="--attention-rate"):
+        build_study(a, a, attention_rate=0.9)
+    with pytest.raises(UserError, match="--question"):
+        build_study(a, a, questions=["Same?", "Same?"])
