@@ -68,7 +68,10 @@ class Judgment:
 def _connect(path: Path, readonly: bool = False) -> Iterator[sqlite3.Connection]:
     uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rwc'}"
     with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as connection:
-        connection.execute("PRAGMA synchronous=FULL")  # per connection: the WAL is fsynced at each commit
+        try:
+            connection.execute("PRAGMA synchronous=FULL")  # per connection: the WAL is fsynced at each commit
+        except sqlite3.DatabaseError as error:
+            raise UserError(f"--db {path}: not a usable SQLite database ({error})") from None
         yield connection
 
 

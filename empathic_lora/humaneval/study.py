@@ -182,8 +182,10 @@ def build_study(
              a=sample.reply, b=samples_b[key].reply)
         for key, sample in zip(shared, pairs)
     ]
+    # A run is named by its directory; two files in one directory by their own paths.
+    names = (str(a.parent), str(b.parent)) if a.parent != b.parent else (str(a), str(b))
     return Study(
-        names=(str(a.parent), str(b.parent)), questions=tuple(q.strip() for q in questions), seed=seed,
+        names=names, questions=tuple(q.strip() for q in questions), seed=seed,
         attention_rate=attention_rate, items=tuple(items + attention_checks(pairs, attention_rate, seed)),
         skipped={"a": len(samples_a) - len(shared), "b": len(samples_b) - len(shared)},
     )
