@@ -26,7 +26,11 @@ from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.safety import CrisisCheck
 
 SET_DIR = Path(__file__).resolve().parent / "crisis_set"
-PARTS = {"tuning": ("crisis.txt", "negatives.txt"), "held-out": ("heldout_crisis.txt", "heldout_negatives.txt")}
+PARTS = {
+    "tuning": ("crisis.txt", "negatives.txt"),
+    "held-out": ("heldout_crisis.txt", "heldout_negatives.txt"),
+    "probe": ("probe_crisis.txt", "probe_negatives.txt"),
+}
 TARGET_RECALL, TARGET_FALSE_ALARMS = 0.95, 0.05
 
 
