@@ -59,7 +59,7 @@ HEIGHTS = (
     r"|garage|top floor|\w+ floor|edge)"
 )
 VEHICLES = r"(?:traffic|train|trains|bus|truck|lorry|car|cars|subway|tube|tracks|highway|freeway|motorway)"
-BODY = r"(?:wrists?|arms?|thighs?|legs?|skin|veins?|stomach|hips?|throat)"
+BODY = r"(?:wrists?|arms?|thighs?|legs?|skin|veins?|stomach|hips?|throat|body|own body)"
 DIE = r"(?:die|be dead|d1e|dye(?! (?:my|your|his|her|the|it|this|that|our|their|a|some|hair|clothes)\b))"
 
 
@@ -86,10 +86,15 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           rf" {SELF}\b(?! in the foot)", topic=True),
         R(r"\bs+u+i?[cs]+[iy]+d\w*|\bsuicd\w*|\bsuiside\w*", topic=True),
         R(rf"\b(?:wan\w*|wish\w*|ready|hop(?:e|es|ing)|pray\w*|long\w*) (?:to )?(?:just |really |honestly |simply |fucking |fkn |literally |finally )?"
-          rf"{DIE}\b(?! (?:than|if|laughing|of|on this hill|for (?:a|some|that|this|the)|happy|old|in my sleep at)\b)"),
+          rf"{DIE}\b(?! (?:than|if|laughing|of|on this hill|for (?:a|some|that|this|the)|happy|old|in my sleep at)\b)", topic=True),
+        R(r"\b(?:wan\w*|wish\w*|rather|prefer) (?:to )?not (?:be alive|exist|be here|be around|live|wake up|be born)\b"),
+        R(rf"\bdo (?:something|anything)(?: \w+)? to {SELF}\b"),
+        R(r"\b(?:thought|idea|thoughts) of (?:dying|death|being dead|not waking up|not existing|ending it|killing myself)\b"
+          r"(?=.*\b(?:calm\w*|comfort\w*|relie\w*|peace\w*|only thing|sooth\w*|appeal\w*|tempt\w*|nice|good|better)\b)"),
+        R(r"\b(?:imagin\w*|picture|picturing|plan\w*|think\w* about|fantasi\w*) (?:my|my own) (?:funeral|death|grave|suicide)\b"),
         R(rf"\b(?:i|im|me) (?:\w+ )?deserve (?:to )?(?:die|be dead|to suffer|suffer|be punished)\b"),
         R(rf"\b(?:end\w*|take|takes|taking|took) {POSSESSIVE} (?:own )?li(?:fe|ves)\b(?! (?:back|into|in (?:my|his|her|their) hands))", topic=True),
-        R(r"\b(?:to|gonna|wanna|gunna|will|ill|just|i|finally|could|should|might|and|about|of|cant|can|shall)"
+        R(rf"\b(?:{INTENT}|to|i|and|about|of|cant|can|shall|on|for)"
           r" (?:just |finally |really |simply )?end(?:ing)? (?:it|things|everything|it all)\b"
           r"(?! (?:with|between|for (?:the|a|now|today|tonight)|now|early|here|off|up|there)\b)"),
         R(r"\b(?:fantasi[sz]\w*|think\w*|thought\w*|dream\w*|obsess\w*) (?:about|of) (?:dying|death|being dead|not being alive"
@@ -119,6 +124,13 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\bbetter off (?:dead|without (?:me|him|her|them|us)|if (?:i|he|she|they) (?:was|were|wasnt|werent|didnt|did not|never"
           r"|died|disappeared|just|was gone|werent)\b)"),
         R(r"\b(?:better|happier|easier|okay|ok|fine|alright|all right) without me\b(?! (?:for|at|on|while|today|tonight)\b)"),
+        R(rf"\b(?:better|happier|easier|simpler|lighter|calmer) (?:off )?(?:for (?:everyone|everybody|them|all|my family|you all|people|every one) )?"
+          rf"if {PERSON} (?:just )?(?:was|were|wasnt|werent|didnt|did not|never|died|disappeared|was gone|left for good)\b"),
+        R(r"\b(?:just |only )?waiting (?:to die|for (?:death|the end|it all to end|my time to come))\b"),
+        R(r"\b(?:wan\w*|wish\w*|just|need) (?:to )?(?:go to )?(?:sleep|rest) (?:forever|for ever|permanently|and never wake)\b"),
+        R(r"\bwaste of (?:space|oxygen|air|a life|skin)\b"),
+        R(r"\b(?:dont|do not|doesnt|does not|never) deserve (?:to )?(?:live|be alive|exist|be here|life)\b"),
+        R(r"\bwant (?:out|to get out|to leave|to escape) (?:of )?(?:this life|life|this world|this earth|existence)\b"),
         R(r"\b(?:no ?one|nobody|noone|no body) (?:would|will|wud|d|is going to|gonna|would even|will even|would ever|will ever)"
           r" (?:even )?(?:miss|notice|care|cry|mourn)\w*(?: \w+){0,2}? (?:me\b|if (?:i|im)|when (?:i|im)|that (?:i|im))"),
         R(rf"\bif {PERSON} (?:just )?(?:was|were|wasnt|werent|am|is) (?:gone|dead|not here|not around|not alive|around)\b"
@@ -153,7 +165,12 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(rf"\b(?:sav\w*|stockpil\w*|hoard\w*|collect\w*|stash\w*|gather\w*|keep\w* back|squirrel\w*|lin\w* up|set\w* aside)"
           rf" (?:up )?(?:all |some |enough )?(?:of )?(?:my |the |his |her |their |some |these |those )?(?:\w+ )?{PILLS}\b"
           r"(?! (?:from|at|to take|after|before)\b)"),
-        R(rf"\b{PILLS}\b(?: \w+){{0,2}}? (?:lined up|counted out|laid out|saved up|stashed|hidden|ready)\b"),
+        R(rf"\b{PILLS}\b(?: \w+){{0,2}}? (?:lined up|counted out|laid out|saved up|stashed|hidden|ready|in front of me|in my hand"
+          r"|next to me|beside me)\b"),
+        R(r"\b(?:which|what) (?:\w+ )?(?:pills?|meds|drugs|medications?|method|way|bridge|building) (?:is|are|would be|works?) (?:the )?"
+          r"(?:deadliest|most lethal|most deadly|fastest|quickest|surest|most painless|least painful|high enough)\b"
+          r"|\b(?:deadliest|most lethal) (?:pills?|drugs|meds|way|method|dose)\b"),
+        R(r"\bmake it look like an accident\b", topic=True),
         R(rf"\benough (?:\w+ )?{PILLS} (?:\w+ )?(?:to (?:do it|die|kill|end|od|overdose|not wake|never wake|make sure)|saved|stashed"
           r"|stockpiled|hidden)\b"),
         R(rf"\bhow many (?:\w+ ){{0,2}}?{PILLS} (?:it )?(?:takes?|would it take|does it take|would|will|kill|until|till|before|to die|to od)\b"),
@@ -163,7 +180,8 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(rf"\bhow (?:to|do you|can i|could i|would i|do i) (?:die|kill {SELF}|end it|end {POSSESSIVE} life|overdose|od|hang {SELF})\b"),
         R(r"\b(?:figured out|decided|planned|planning|know|worked out|wrote down|written down|picked|chose|chosen|settled on)"
           r" (?:exactly )?(?:how|when|where) (?:i|im|ill|id)\b(?: \w+){0,3}? (?:do it|doing it)\b"),
-        R(r"\b(?:picked|chosen|chose|set|decided on|settled on) (?:a|the|my) (?:date|day|method|spot)\b(?! (?:for|of|to|with|at)\b)"),
+        R(r"\b(?:picked|chosen|chose|set|decided on|settled on) (?:a|the|my) (?:date|day|method|spot)\b(?! (?:for|of|to|with|at)\b)"
+          r"|\b(?:have|got|has) (?:a|the|my) (?:date|day) (?:set|picked|chosen)\b(?! (?:for|of)\b)"),
         R(r"\bplan(?:s|ned|ning)? (?:on |to )?(?:end|kill|die|do it|jump|take|overdose|od|hang|shoot|suicide)\w*"),
         R(r"\bwhere (?:no ?one|nobody|noone) (?:will|would|can|could|is going to|is gonna) (?:see|find|stop|hear) (?:me|him|her|them)\b"),
         R(r"\b(?:no ?one|nobody|noone) (?:will|can|could|is going to|is gonna|would) stop (?:me|him|her|them)\b"),
@@ -183,6 +201,11 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
     "means": (
         R(rf"\b(?:took|take|taking|takes|swallow\w*|down\w*|pop\w*|ate|eat|chug\w*)\b(?: \w+){{0,2}}? {LOTS}\b(?: \w+){{0,4}}? {PILLS}\b",
           accident=True),
+        R(rf"\b(?:bought|buying|buy|got|getting|stocked up on|stocking up on)\b(?: \w+){{0,2}}? {LOTS}\b(?: \w+){{0,4}}? {PILLS}\b",
+          accident=True),
+        R(r"\bgarage\b.*\b(?:car|engine) (?:running|on)\b|\b(?:car|engine) (?:running|on)\b.*\bgarage\b"),
+        R(r"\b(?:razors?|razor blades?|blades?|sharps?)\b(?: \w+){0,3}? (?:hidden|hide|stashed|hiding|saved|under my (?:bed|pillow|mattress))\b"
+          r"|\bhid\w* (?:my|the) (?:razors?|blades?|razor blades?)\b"),
         R(r"\b(?:tak\w*|took|swallow\w*|down\w*) (?:them|it|those|these|the lot) all\b|\b(?:tak\w*|took|swallow\w*) all of (?:them|those|these)\b"),
         R(r"\b(?:overdos\w*|od|oding|odd on|od on)\b", topic=True),
         R(rf"\b(?:stared|staring|stare|looking|look|looked) at (?:the |my |those |these |all )?(?:\w+ )?{PILLS}\b"),
@@ -208,7 +231,8 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
     "self_harm": (
         R(rf"\b(?:hurt\w*|harm\w*|cut\w*|burn\w*|starv\w*|scratch\w*|carv\w*|punish\w*|hit|hitting|punch\w*|bang\w*|bit|bite|biting"
           rf"|injur\w*|mutilat\w*|beat\w*|slap\w*|scald\w*) {SELF}\b", accident=True),
-        R(rf"\b(?:slit\w*|slash\w*|cut\w*|open\w*|carv\w*|burn\w*|scratch\w*|scrap\w*|gash\w*|mark\w*) (?:up |into |in )?{POSSESSIVE} (?:own )?{BODY}\b",
+        R(rf"\b(?:slit\w*|slash\w*|cut\w*|open\w*|carv\w*|burn\w*|scratch\w*|scrap\w*|gash\w*|mark\w*|hurt\w*|harm\w*|punish\w*)"
+          rf" (?:up |into |in )?{POSSESSIVE} (?:own )?{BODY}\b",
           accident=True),
         R(r"\bself ?(?:harm\w*|injur\w*|mutilat\w*|hurt\w*|destruct\w*)|\bsh (?:again|urges?|scars?|wounds?|cuts?|relapse)\b"
           r"|\b(?:did|do|doing|relapsed? on|urges? to|urge for|clean from|clean of|the urge to|urges for) sh\b", topic=True),
@@ -240,20 +264,23 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           r"|summer|city|town|school|job|office|car|bird|fish|rabbit|guinea|puppy|kitten)\b)", ordinary_farewell=True),
         R(r"\b(?:this is|its) (?:goodbye|farewell|the end (?:for me|of me|of the road for me)|my (?:last|final) (?:goodbye|message|post|words|night))\b"
           r"|\b(?:goodbye|bye|farewell) (?:forever|everyone|everybody|world|for good|for ever)\b|\blast goodbye\b"
-          r"|\bthis is the end for me\b"),
+          r"|\bthis is the end for me\b", ordinary_farewell=True),
         R(r"\b(?:you|u|they|youll|no one|nobody) (?:wont|will not|will never|wont ever|never) (?:hear from|see) me (?:again|anymore|after)\b"
           r"|\bwont be (?:here|around|alive) (?:tomorrow|much longer|for long|anymore|any ?more|by|next|after|to see)\b"
           r"|\bby the time (?:you|u|anyone|someone) (?:read|reads|see|sees|get|gets|find|finds) this\b"),
         R(r"\b(?:when|after|once) (?:im|i am|i m) gone\b(?! (?:on|for|to|away|at|from)\b)"
           r"|\bwhen i (?:wont|will not|will no longer) be (?:here|around)\b"),
-        R(r"\bgiv\w* away (?:all |most |some )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+", ordinary_farewell=True),
-        R(r"\bgiv\w* (?:my|his|her|their) \w+ (?:\w+ )?to \w+ (?:\w+ )?(?:because|since|so|as) (?:i|he|she|they) (?:wont|will not|will never)\b"),
+        R(r"\b(?:giv\w*|gave) away (?:all |most |some )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+"
+          r"|\b(?:giv\w*|gave) (?:all |most )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+ away\b", ordinary_farewell=True),
+        R(r"\bin case (?:im|i am|i m) (?:not|no longer) (?:there|here|around|alive)\b"),
+        R(r"\b(?:giv\w*|gave) (?:my|his|her|their) \w+ (?:\w+ )?to \w+ (?:\w+ )?(?:because|since|so|as) (?:i|he|she|they) (?:wont|will not|will never)\b"),
         R(r"\bwont (?:need|be needing) (?:it|them|this|any of it|anything|my \w+) (?:anymore|any ?more|where im going|after)\b"
           r"|\b(?:because|since|as) (?:i|he|she|they) wont (?:need|be needing) (?:it|them|this|any of it)\b"),
         R(r"\b(?:getting|got|put|putting|get|have) (?:all )?(?:my|his|her|their) affairs in order\b"),
         R(r"\btell (?:everyone|everybody|them all|all of them|my (?:family|mom|mum|dad|parents|kids|wife|husband|sister|brother|friends?))"
           r" (?:that )?(?:i|im) (?:love|loved|am sorry|m sorry|sorry)\b"),
-        R(r"\b(?:sorry for everything|forgive me)\b(?=.*\b(?:love you all|goodbye|this is the end|last|forever)\b)"),
+        R(r"\b(?:sorry for everything|forgive me)\b(?=.*\b(?:love you all|goodbye|this is the end|last|forever"
+          r"|(?:wont|isnt|not|doesnt|stopped) (?:picking up|pick up|answering|answer|responding|respond|replying|reply))\b)"),
         R(r"\blike it was the last time\b|\bfor the last time\b(?= (?:goodbye|bye|i love)\b)"),
     ),
     "slang": (
@@ -285,22 +312,24 @@ TOPIC = re.compile(
     r"|classes|lecture|research\w*|study|studying|studies|training|assessment|patients?|book|novel|movie|film|show|season|episode"
     r"|character|podcast|barrier|assembly|charity|volunteer\w*|psychology|literature|history of|among|speaker|teens|epidemic"
     r"|opioid|stories|story|plot|scene|chapter|series|anime|song|lyrics|at the end|ends with|ended with|squad|game"
-    r"|pharmacist|nurse|er)\b"
+    r"|pharmacist|nurse|er|paramedics?|medic|ems|ambulance|clinic|hospital|ward)\b"
 )
 # Words a self-referential report carries, which a topical mention lacks: "now I'm suicidal".
-FIRST_PERSON = {"i", "im", "ive", "id", "ill", "am", "feel", "feeling", "felt", "myself", "my", "getting", "so"}
+FIRST_PERSON = {"i", "im", "ive", "id", "ill", "am", "feel", "feeling", "felt", "myself", "getting", "so"}
 # "Thoughts of suicide have never crossed my mind": a denial after the words it denies.
 DENIAL = re.compile(r"\bnever (?:crossed|cross|crosses|entered|enters|occurred) (?:my|his|her|their) mind\b")
 # A death reported, not a risk: "my uncle died by suicide", "she took her own life last spring".
 LOSS = re.compile(
     r"\b(?:killed|shot|hanged|hung) (?:him|her|them)sel(?:f|ves)\b|\btook (?:his|her|their) own li(?:fe|ves)\b"
     r"|(?<!\bi )(?<!\bi almost )(?<!\bi nearly )\b(?:committed|died by|died of|death by|lost to|lost him to|lost her to|lost them to)"
-    r" (?:suicide|an? overdose|overdose)\b|\bdied (?:of|from) an? (?:overdose|od)\b|\bfatal overdose\b"
+    r" (?:suicide|an? overdose|overdose)\b|\b(?:died|passed|passed away|death) (?:of|from|after) an? (?:overdose|od)\b"
+    r"|\bfatal overdose\b"
 )
 ACCIDENT = re.compile(
     r"\b(?:accident\w*|by mistake|mistakenly|shaving|cooking|chopping|slicing|lifting|gym|practice|playing|skiing|skateboard\w*"
     r"|hiking|running|slipped|tripped|fell|stove|oven|pan|iron|kettle|fence|nail|paper cut|workout|working out|at work|sports?"
-    r"|football|soccer|basketball|volleyball|cold medicine|headache|fever)\b"
+    r"|football|soccer|basketball|volleyball|cold medicine|headache|fever|for (?:my |the |a |her |his )?(?:period )?(?:cramps|migraine"
+    r"|pain|cold|flu|back|tooth|toothache|allergies|period))\b"
 )
 DELIBERATE = re.compile(
     r"\b(?:on purpose|deliberately|intentionally|again|keep|kept|urges?|want|wanna|deserve\w*|punish\w*|relapse\w*|so (?:that )?(?:no ?one"
@@ -309,22 +338,34 @@ DELIBERATE = re.compile(
 ORDINARY_FAREWELL = re.compile(
     r"\b(?:retir\w*|leaving (?:the|my|our) (?:company|job|team|firm|office|school)|new job|moving(?! on)|move|moved|graduat\w*|trip"
     r"|vacation|holiday|coworkers|colleagues|team|charity|donat\w*|garage sale|declutter\w*|outgrew|outgrown|old|sell|selling|sold"
-    r"|abroad|wedding|party|semester|farewell party|for free)\b"
+    r"|abroad|wedding|party|semester|farewell party|for free|see (?:you|ya|yall|u)|be back|back (?:on|in|next|soon)|later)\b"
 )
 # Hyperbole: "if I have to sit through another meeting I'm going to shoot myself lol".
 HYPERBOLE = re.compile(r"\bif (?:i|we) (?:have to|hear|see|get|must|need to|sit|do|eat|read|watch|listen)\b|\bone more (?:time|minute|meeting|email|word)\b")
 LAUGHTER = re.compile(r"\b(?:lol|lmao|lmfao|rofl|ha(?:ha)+|jk|xd)\b|[\U0001F602\U0001F923\U0001F480]")
 SERIOUS = re.compile(r"\b(?:but (?:actually|honestly|seriously|really|fr)|not (?:joking|kidding)|no joke|i mean it|fr fr|for real|srsly)\b")
 
-SENTENCE_END = re.compile(r"[.!?;\n]+|\s[-\u2013\u2014]+\s")
+# Texting spellings, written out so that one pattern covers both.
+SPELLINGS = {
+    "abt": "about", "jus": "just", "cuz": "because", "coz": "because", "bc": "because", "tmrw": "tomorrow", "tmr": "tomorrow",
+    "tonite": "tonight", "2nite": "tonight", "2night": "tonight", "ppl": "people", "every1": "everyone", "no1": "no one",
+    "some1": "someone", "sum1": "someone", "thinkin": "thinking", "nothin": "nothing", "somethin": "something",
+    "goin": "going", "tryin": "trying", "dyin": "dying", "livin": "living", "killin": "killing", "cannot": "cant",
+    "anymore": "anymore", "nemore": "anymore", "wont": "wont", "wan": "want", "w": "with", "wit": "with",
+}
+# A sentence ends at punctuation followed by a space, so that "d!e" and "k.ill" stay one word.
+SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)|\n+|\s[-\u2013\u2014]+\s")
 
 
 def normalize(text: str) -> str:
-    """Lower case, apostrophes dropped, every other non-alphanumeric run one space, "cannot" spelled
-    "cant" as typed, padded by spaces."""
+    """Lower case, apostrophes dropped, letters hidden behind symbols put back ("k*ll", "d!e", "su1cide"),
+    texting spellings written out ("abt", "jus"), every other non-alphanumeric run one space, padded
+    by spaces."""
     text = re.sub(r"['\u2018\u2019\u02bc`]", "", text.casefold())
-    text = re.sub(r"\bcan ?not\b", "cant", " ".join(re.sub(r"[^0-9a-z]+", " ", text).split()))
-    return f" {text} "
+    text = re.sub(r"(?<=[a-z])[*!1|](?=[a-z])", "i", text)
+    text = re.sub(r"(?<=[a-z])[@4](?=[a-z])", "a", re.sub(r"(?<=[a-z])3(?=[a-z])", "e", re.sub(r"(?<=[a-z])0(?=[a-z])", "o", text)))
+    words = re.sub(r"[^0-9a-z]+", " ", text).split()
+    return f" {' '.join(SPELLINGS.get(word, word) for word in words)} "
 
 
 def _negated(before: str) -> bool:
