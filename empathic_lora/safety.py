@@ -94,7 +94,7 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:imagin\w*|picture|picturing|plan\w*|think\w* about|fantasi\w*) (?:my|my own) (?:funeral|death|grave|suicide)\b"),
         R(rf"\b(?:i|im|me) (?:\w+ )?deserve (?:to )?(?:die|be dead|to suffer|suffer|be punished)\b"),
         R(rf"\b(?:end\w*|take|takes|taking|took) {POSSESSIVE} (?:own )?li(?:fe|ves)\b(?! (?:back|into|in (?:my|his|her|their) hands))", topic=True),
-        R(rf"\b(?:{INTENT}|to|i|and|about|of|cant|can|shall|on|for)"
+        R(rf"\b(?:{INTENT}|to|i|im|and|about|of|cant|can|shall|on|for)"
           r" (?:just |finally |really |simply )?end(?:ing)? (?:it|things|everything|it all)\b"
           r"(?! (?:with|between|for (?:the|a|now|today|tonight)|now|early|here|off|up|there)\b)"),
         R(r"\b(?:fantasi[sz]\w*|think\w*|thought\w*|dream\w*|obsess\w*) (?:about|of) (?:dying|death|being dead|not being alive"
@@ -129,6 +129,11 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:just |only )?waiting (?:to die|for (?:death|the end|it all to end|my time to come))\b"),
         R(r"\b(?:wan\w*|wish\w*|just|need) (?:to )?(?:go to )?(?:sleep|rest) (?:forever|for ever|permanently|and never wake)\b"),
         R(r"\bwaste of (?:space|oxygen|air|a life|skin)\b"),
+        R(r"\b(?:done|tired of|sick of|give up|giving up|gave up|stop|stopped|cant keep|no longer) fighting\b(?! (?:with|for|about|over|against|the)\b)"),
+        R(r"\b(?:everyone|everybody|people|my family|they|all) (?:would|will|d|would all|will all) (?:be )?(?:so )?(?:relieved|happier|better off|glad)"
+          r"\b(?! (?:if|when|with|to|about|that|for)\b(?! (?:i|im)\b))"),
+        R(r"\bsorry (?:that )?(?:i|im) (?:couldnt|wasnt|could not|was not|never was|cant|am not|m not) (?:be )?(?:better|enough|good enough"
+          r"|a better \w+)\b"),
         R(r"\b(?:dont|do not|doesnt|does not|never) deserve (?:to )?(?:live|be alive|exist|be here|life)\b"),
         R(r"\bwant (?:out|to get out|to leave|to escape) (?:of )?(?:this life|life|this world|this earth|existence)\b"),
         R(r"\b(?:no ?one|nobody|noone|no body) (?:would|will|wud|d|is going to|gonna|would even|will even|would ever|will ever)"
@@ -171,6 +176,11 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           r"(?:deadliest|most lethal|most deadly|fastest|quickest|surest|most painless|least painful|high enough)\b"
           r"|\b(?:deadliest|most lethal) (?:pills?|drugs|meds|way|method|dose)\b"),
         R(r"\bmake it look like an accident\b", topic=True),
+        R(r"\b(?:which|what) (?:bridge|building|roof|pills?|gun|rope|method|tree|cliff|train)\w* (?:i|ill|im going to|im gonna|i will|i would|id)"
+          r" (?:use|jump|take|do it|choose|pick)\b"),
+        R(r"\b(?:writ\w*|wrote) (?:my|a) (?:last |final |goodbye |suicide )?note\b(?! (?:to|for) (?:the|my|his|her|your|our)"
+          r" (?:teacher|boss|landlord|neighbou?r|roommate|kids?|sons?|daughters?|school|class|office|team)\b| to (?:myself|self)\b)",
+          ordinary_farewell=True),
         R(rf"\benough (?:\w+ )?{PILLS} (?:\w+ )?(?:to (?:do it|die|kill|end|od|overdose|not wake|never wake|make sure)|saved|stashed"
           r"|stockpiled|hidden)\b"),
         R(rf"\bhow many (?:\w+ ){{0,2}}?{PILLS} (?:it )?(?:takes?|would it take|does it take|would|will|kill|until|till|before|to die|to od)\b"),
@@ -203,6 +213,11 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           accident=True),
         R(rf"\b(?:bought|buying|buy|got|getting|stocked up on|stocking up on)\b(?: \w+){{0,2}}? {LOTS}\b(?: \w+){{0,4}}? {PILLS}\b",
           accident=True),
+        R(r"\b(?:im|i am|i m|hes|shes|he is|she is) (?:up )?(?:on|at) (?:the )?(?:roof|rooftop|bridge|ledge|edge|railing|top of the \w+)"
+          r" (?:right now|now|tonight|alone|again)\b|\b(?:im|i am|i m|hes|shes) (?:up )?(?:on|at) (?:the )?(?:roof|rooftop|bridge|ledge|railing)$",
+          accident=True),
+        R(rf"\b{PILLS}\b.*\b(?:keep|kept|cant stop|been) (?:thinking|staring|looking)\b"),
+        R(r"\blocked (?:my|him|her|them)sel(?:f|ves) in\b.*\b(?:razor|knife|pills|blade|gun|rope|meds)\b"),
         R(r"\bgarage\b.*\b(?:car|engine) (?:running|on)\b|\b(?:car|engine) (?:running|on)\b.*\bgarage\b"),
         R(r"\b(?:razors?|razor blades?|blades?|sharps?)\b(?: \w+){0,3}? (?:hidden|hide|stashed|hiding|saved|under my (?:bed|pillow|mattress))\b"
           r"|\bhid\w* (?:my|the) (?:razors?|blades?|razor blades?)\b"),
@@ -245,6 +260,7 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(rf"\b(?:cuts|scars|wounds|burns|gashes|slashes) (?:on|all over|up and down|along) {POSSESSIVE} {BODY}\b"
           rf"|\b{BODY} (?:are|is) (?:covered in|full of|all) (?:cuts|scars|burns|marks|scratches)\b"
           r"|\bhide (?:my|the|these|those|her|his|all) (?:cuts|scars|marks|burns)\b|\bcovered in (?:cuts|scars)\b"),
+        R(r"\bcut (?:so |too |really |very )?deep(?:er|ly)?\b(?! (?:into (?:the|our|their|your) |cuts?\b))|\bdeep cuts? on (?:my|his|her)\b"),
         R(r"\buntil (?:i|it|they|my \w+) (?:bleed|bled|bleeds|bruise\w*|hurts? too much|cant feel)\b|\btill (?:i|it|they) (?:bleed|bruise)\w*"),
         R(r"\b(?:want|need|wanna|deserve) (?:to )?(?:feel|be in) (?:the |some |physical )?pain\b"
           r"|\b(?:i|me) (?:\w+ )?deserve (?:to )?(?:the )?(?:pain|hurt|to be hurt)\b"),
@@ -273,6 +289,9 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:giv\w*|gave) away (?:all |most |some )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+"
           r"|\b(?:giv\w*|gave) (?:all |most )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+ away\b", ordinary_farewell=True),
         R(r"\bin case (?:im|i am|i m) (?:not|no longer) (?:there|here|around|alive)\b"),
+        R(r"\bthank(?:s| you)(?: \w+){0,4}? (?:and )?(?:goodbye|good bye|farewell)\b", ordinary_farewell=True),
+        R(r"\bwho (?:gets|will get|should get|can have|can take|inherits) (?:my|all my|all of my) (?:things|stuff|belongings|possessions|pets?|dog"
+          r"|cat|money|room)\b"),
         R(r"\b(?:giv\w*|gave) (?:my|his|her|their) \w+ (?:\w+ )?to \w+ (?:\w+ )?(?:because|since|so|as) (?:i|he|she|they) (?:wont|will not|will never)\b"),
         R(r"\bwont (?:need|be needing) (?:it|them|this|any of it|anything|my \w+) (?:anymore|any ?more|where im going|after)\b"
           r"|\b(?:because|since|as) (?:i|he|she|they) wont (?:need|be needing) (?:it|them|this|any of it)\b"),
@@ -284,7 +303,7 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\blike it was the last time\b|\bfor the last time\b(?= (?:goodbye|bye|i love)\b)"),
     ),
     "slang": (
-        R(r"\b(?:kms|kmsing|kmss|k m s|kmsl)\b"),
+        R(r"\b(?:kms+|kmsing|k m s|kmsl)\b"),
         R(r"\b(?:i|im|ima|imma|gonna|wanna|should|might|will|ill|just|finna|bout to|about to)\b(?: \w+){0,2}? kys\b"),
         R(r"\bun ?aliv\w*"),
         R(r"\bsewer ?slid\w*|\bself ?delet\w*|\bcommit (?:die|sudoku|toaster bath|neck rope)\b|\bctb\b|\btoaster bath\b"),
@@ -312,7 +331,7 @@ TOPIC = re.compile(
     r"|classes|lecture|research\w*|study|studying|studies|training|assessment|patients?|book|novel|movie|film|show|season|episode"
     r"|character|podcast|barrier|assembly|charity|volunteer\w*|psychology|literature|history of|among|speaker|teens|epidemic"
     r"|opioid|stories|story|plot|scene|chapter|series|anime|song|lyrics|at the end|ends with|ended with|squad|game"
-    r"|pharmacist|nurse|er|paramedics?|medic|ems|ambulance|clinic|hospital|ward)\b"
+    r"|pharmacist|nurse|er|paramedics?|medic|ems|ambulance|clinic|hospital|ward|poem|poems|poetry|poet)\b"
 )
 # Words a self-referential report carries, which a topical mention lacks: "now I'm suicidal".
 FIRST_PERSON = {"i", "im", "ive", "id", "ill", "am", "feel", "feeling", "felt", "myself", "getting", "so"}
@@ -329,7 +348,8 @@ ACCIDENT = re.compile(
     r"\b(?:accident\w*|by mistake|mistakenly|shaving|cooking|chopping|slicing|lifting|gym|practice|playing|skiing|skateboard\w*"
     r"|hiking|running|slipped|tripped|fell|stove|oven|pan|iron|kettle|fence|nail|paper cut|workout|working out|at work|sports?"
     r"|football|soccer|basketball|volleyball|cold medicine|headache|fever|for (?:my |the |a |her |his )?(?:period )?(?:cramps|migraine"
-    r"|pain|cold|flu|back|tooth|toothache|allergies|period))\b"
+    r"|pain|cold|flu|back|tooth|toothache|allergies|period)|after (?:my |the |a )?(?:surgery|operation)|prescribed|chemo"
+    r"|fixing|cleaning|repairing|painting|installing|gutters?)\b"
 )
 DELIBERATE = re.compile(
     r"\b(?:on purpose|deliberately|intentionally|again|keep|kept|urges?|want|wanna|deserve\w*|punish\w*|relapse\w*|so (?:that )?(?:no ?one"
@@ -338,9 +358,12 @@ DELIBERATE = re.compile(
 ORDINARY_FAREWELL = re.compile(
     r"\b(?:retir\w*|leaving (?:the|my|our) (?:company|job|team|firm|office|school)|new job|moving(?! on)|move|moved|graduat\w*|trip"
     r"|vacation|holiday|coworkers|colleagues|team|charity|donat\w*|garage sale|declutter\w*|outgrew|outgrown|old|sell|selling|sold"
-    r"|abroad|wedding|party|semester|farewell party|for free|see (?:you|ya|yall|u)|be back|back (?:on|in|next|soon)|later)\b"
+    r"|abroad|wedding|party|semester|farewell party|for free|see (?:you|ya|yall|u)|be back|back (?:on|in|next|soon)|later|airport"
+    r"|station|flight|terminal|cubicle|notice at work|gave (?:my|our) notice)\b"
 )
 # Hyperbole: "if I have to sit through another meeting I'm going to shoot myself lol".
+# "I was so embarrassed I wanted to die": a past wish to die about an embarrassing moment is an idiom.
+EMBARRASSED = re.compile(r"\b(?:embarrass\w*|mortif\w*|cringe\w*)\b")
 HYPERBOLE = re.compile(r"\bif (?:i|we) (?:have to|hear|see|get|must|need to|sit|do|eat|read|watch|listen)\b|\bone more (?:time|minute|meeting|email|word)\b")
 LAUGHTER = re.compile(r"\b(?:lol|lmao|lmfao|rofl|ha(?:ha)+|jk|xd)\b|[\U0001F602\U0001F923\U0001F480]")
 SERIOUS = re.compile(r"\b(?:but (?:actually|honestly|seriously|really|fr)|not (?:joking|kidding)|no joke|i mean it|fr fr|for real|srsly)\b")
@@ -351,7 +374,7 @@ SPELLINGS = {
     "tonite": "tonight", "2nite": "tonight", "2night": "tonight", "ppl": "people", "every1": "everyone", "no1": "no one",
     "some1": "someone", "sum1": "someone", "thinkin": "thinking", "nothin": "nothing", "somethin": "something",
     "goin": "going", "tryin": "trying", "dyin": "dying", "livin": "living", "killin": "killing", "cannot": "cant",
-    "anymore": "anymore", "nemore": "anymore", "wont": "wont", "wan": "want", "w": "with", "wit": "with",
+    "nemore": "anymore", "wan": "want", "w": "with", "wit": "with", "bout": "about",
 }
 # A sentence ends at punctuation followed by a space, so that "d!e" and "k.ill" stay one word.
 SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)|\n+|\s[-\u2013\u2014]+\s")
@@ -420,11 +443,12 @@ class PatternLayer:
                 "accident": bool(ACCIDENT.search(sentence)) and not DELIBERATE.search(sentence),
                 "ordinary_farewell": bool(ORDINARY_FAREWELL.search(sentence)),
                 "hyperbole": joking and bool(HYPERBOLE.search(sentence)),
+                "embarrassed": bool(EMBARRASSED.search(sentence)),
             }
             for category, pattern, rule in self.rules:
                 for match in pattern.finditer(masked):
                     before = masked[:match.start()]
-                    if _negated(before) or contexts["hyperbole"]:
+                    if _negated(before) or contexts["hyperbole"] or (contexts["embarrassed"] and match.group(0).startswith("wanted")):
                         continue
                     if rule.topic and contexts["topic"] and not _first_person(before) and " my" not in f" {match.group(0)}":
                         continue
