@@ -19,7 +19,7 @@ def parser() -> ArgumentParser:
     serve.add_argument("--b", type=Path, required=True, help="run B's samples.jsonl")
     serve.add_argument("--db", type=Path, required=True, help="SQLite file of the study: created, or reopened to continue")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8001, help="port (0: a free one)")
+    serve.add_argument("--port", type=int, default=8001, help="port (default 8001; 0: a free one)")
     serve.add_argument("--question", action="append", dest="questions", metavar="TEXT",
                        help="a question to answer with reply 1 / 2 / tie; repeat for several (default: "
                             f"{' / '.join(study.DEFAULT_QUESTIONS)})")

@@ -116,12 +116,12 @@ def _alpha(pairs: Sequence[Judgment], annotators: Sequence[str], question: int) 
     for judgment in pairs:
         by_item[judgment.item][judgment.annotator] = judgment.winner(question)
     shared = [item for item, votes in by_item.items() if len(votes) >= 2]
+    if not shared:
+        return None, 0
     code = {"a": 0.0, None: 1.0, "b": 2.0}
     data = np.array(
         [[code[by_item[item][name]] if name in by_item[item] else np.nan for item in shared] for name in annotators]
     )
-    if not shared:
-        return None, 0
     # Every vote the same value leaves alpha 0/0: undefined, reported as such.
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha = krippendorff.alpha(reliability_data=data, value_domain=[0.0, 1.0, 2.0], level_of_measurement="nominal")
