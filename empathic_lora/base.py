@@ -1,5 +1,5 @@
 """Loading the frozen base model and its tokenizer: from the Hub, a local directory, a GGUF file,
-the builtin tiny model, or fresh weights from a config (`random_init`)."""
+a builtin model, or fresh weights from a config (`random_init`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import NewGELUActivation
 
-from empathic_lora.builtin import TINY_GPT2, tiny_gpt2_dir
+from empathic_lora.builtin import BUILTIN_MODELS, TINY_GPT2
 from empathic_lora.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ def _looks_local(name: str) -> bool:
 def _source(base_model: str, gguf_file: str | None) -> tuple[str, dict[str, Any]]:
     """Where `from_pretrained` should look, with the keyword arguments every load shares."""
     kwargs: dict[str, Any] = {"trust_remote_code": False}  # a checkpoint or model dir never runs code
-    if base_model == TINY_GPT2:
-        return str(tiny_gpt2_dir()), kwargs
+    if base_model in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[base_model]()), kwargs
     if _looks_local(base_model):
         path = Path(base_model).expanduser()
         if not path.is_dir():
@@ -84,8 +84,22 @@ def load_model(
             lambda: AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs),
         )
     model.config.pad_token_id = model.config.eos_token_id
+    if gguf_file is not None:
+        _forget_gguf_quantization(model)
     _fuse_tanh_gelu(model)
     return model
+
+
+def _forget_gguf_quantization(model: PreTrainedModel) -> None:
+    """A GGUF file is dequantized to ordinary float tensors on load, but transformers still marks the
+    model as quantized, and so refuses to save it (`save_pretrained`: "quantized with gguf and is
+    not serializable"). Nothing is quantized any more: drop the marks, so that a merged export is a
+    plain float model that `AutoModelForCausalLM.from_pretrained(DIR)` loads."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def _fuse_tanh_gelu(model: torch.nn.Module) -> None:
