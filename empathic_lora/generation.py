@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
+from transformers import (
+    GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextStreamer,
+)
 
 from empathic_lora.conversation import MARKERS, Formatter, Turn, could_become_marker, extract_reply, first_marker
 
@@ -95,6 +97,7 @@ def _generate(
     contexts: Sequence[Sequence[Turn]],
     settings: GenerationSettings,
     streamer: TextStreamer | None = None,
+    stopping: StoppingCriteria | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The contexts' prompts as one left-padded batch, generated with the KV cache; returns the
     output ids and the padded prompt width (where the replies start).
@@ -119,6 +122,7 @@ def _generate(
         generation_config=settings.generation_config(tokenizer),
         tokenizer=tokenizer,
         streamer=streamer,
+        stopping_criteria=StoppingCriteriaList([stopping]) if stopping else None,
     )
     return output, longest
 
@@ -181,16 +185,18 @@ def stream_reply(
     turns: Sequence[Turn],
     settings: GenerationSettings,
     on_text: Callable[[str], None],
+    stopping: StoppingCriteria | None = None,
 ) -> str:
     """One reply to `turns`, handed to `on_text` piece by piece while it is generated; returns it.
 
     The prompt, decoding and stopping are those of `generate_replies`. The pieces are printable
     (see `printable`), never hold a marker or the surrounding whitespace, and join to the returned
-    reply. Beam search cannot stream in transformers: its reply arrives as one piece.
+    reply. Beam search cannot stream in transformers: its reply arrives as one piece. `stopping`
+    is asked after every token whether to stop early (a server stops when its client has left).
     """
     streamer = _ReplyStreamer(formatter.tokenizer, on_text)
     beams = settings.num_beams > 1
-    output, width = _generate(model, formatter, [turns], settings, streamer=None if beams else streamer)
+    output, width = _generate(model, formatter, [turns], settings, None if beams else streamer, stopping)
     if beams:
         streamer.put(output[0, :width].cpu())  # skipped, as a prompt
         streamer.put(output[0, width:].cpu())
