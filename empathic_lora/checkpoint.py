@@ -11,7 +11,6 @@ import pickle
 import re
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,12 @@ META_KEY = "empathic_lora"
 def read(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents, or a `UserError` naming the file and what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; pass a .ckpt file (e.g. {path}/checkpoints/last.ckpt)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is an empty file")
     try:
         with warnings.catch_warnings():  # e.g. "unusual pickle protocol": the outcome is reported below
             warnings.simplefilter("ignore")
@@ -45,16 +48,32 @@ def read(path: str | Path) -> dict[str, Any]:
                 "only tensors and plain values are ever loaded (weights_only)"
             ) from None
         raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({str(error).splitlines()[0]})") from None
-    if not isinstance(checkpoint, dict) or META_KEY not in checkpoint:
+    except Exception as error:  # noqa: BLE001 - torch's unpickler fails on arbitrary bytes in arbitrary ways
+        lines = str(error).strip().splitlines()
+        # A lookup error's text is only the key the unpickler tripped on (e.g. "101"): meaningless.
+        reason = lines[0] if lines and not isinstance(error, LookupError) else "not a torch file"
+        raise UserError(f"checkpoint {path} is truncated or not a checkpoint ({reason})") from None
+    _check_layout(path, checkpoint)
+    return checkpoint
+
+
+def _check_layout(path: Path, checkpoint: Any) -> None:
+    """Refuse a loadable file that is not one of our checkpoints before any key of it is used."""
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(META_KEY), dict):
         raise UserError(f"{path} is not an empathic_lora checkpoint (no {META_KEY!r} section)")
     version = checkpoint[META_KEY].get("format_version")
     if version != FORMAT_VERSION:
         raise UserError(
             f"checkpoint {path} has format version {version}, this empathic_lora reads version {FORMAT_VERSION}"
         )
-    return checkpoint
+    expected = {"state_dict": dict, "hyper_parameters": dict}
+    broken = [key for key, kind in expected.items() if not isinstance(checkpoint.get(key), kind)]
+    if not isinstance(checkpoint[META_KEY].get("signature"), dict):
+        broken.append(f"{META_KEY}.signature")
+    elif not isinstance(checkpoint.get("hyper_parameters", {}).get("base_model"), str):
+        broken.append("hyper_parameters.base_model")
+    if broken:
+        raise UserError(f"checkpoint {path} is damaged: {', '.join(broken)} missing or malformed; use another checkpoint")
 
 
 def check_base(recorded: dict[str, Any], actual: dict[str, Any], recorded_name: str, actual_name: str) -> None:

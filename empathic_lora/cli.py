@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
@@ -19,9 +20,13 @@ from empathic_lora.data import EmpatheticDialoguesDataModule
 from empathic_lora.errors import UserError, run_cli
 from empathic_lora.model import EmpatheticLoRAModule
 
+log = logging.getLogger(__name__)
+
 RUNS = "lightning_logs"  # runs/version_N under default_root_dir, one per run: nothing is overwritten
 # `--ckpt_path` values Lightning resolves itself ("registry:NAME" too); anything else is a file.
 LIGHTNING_CKPT_NAMES = ("best", "hpc", "registry")
+# The DataModule settings that shape what the model sees: evaluation takes them from the checkpoint.
+FORMAT_SETTINGS = ("format", "history_turns", "max_length")
 
 DEFAULT_CALLBACKS = [
     {
@@ -66,8 +71,8 @@ class EmpathicCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         typed = args if isinstance(args, list) else sys.argv[1:]
-        self._typed_model_keys = sorted(
-            {token.split("=", 1)[0].removeprefix("--model.") for token in typed if token.startswith("--model.")}
+        self._typed_keys = sorted(
+            {token.split("=", 1)[0].removeprefix("--") for token in typed if token.startswith(("--model.", "--data."))}
         )
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyperparameters (right after this) and before
@@ -76,8 +81,9 @@ class EmpathicCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             config["ckpt_path"] = ckpt_path = find_last_checkpoint(config["trainer"]["default_root_dir"] or ".")
+        self._checkpoint: dict[str, Any] | None = None
         if ckpt_path and str(ckpt_path).split(":")[0] not in LIGHTNING_CKPT_NAMES:
-            checkpoint.read(ckpt_path)
+            self._checkpoint = checkpoint.read(ckpt_path)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI copies the checkpoint's hyperparameters over the whole config. That is right
@@ -85,10 +91,29 @@ class EmpathicCLI(LightningCLI):
         # --model.base_model pointing at a local copy of the same base, must still win; the base
         # signature check then proves the copy really is the same model.
         subcommand = self.config.get("subcommand")
-        typed = {key: self.config[f"{subcommand}.model.{key}"] for key in self._typed_model_keys}
+        typed = {key: self.config[f"{subcommand}.{key}"] for key in self._typed_keys}
         super()._parse_ckpt_path()
+        if subcommand in ("validate", "test", "predict") and self._checkpoint is not None:
+            self._evaluate_as_trained(subcommand)
         for key, value in typed.items():
-            self.config[f"{subcommand}.model.{key}"] = value
+            self.config[f"{subcommand}.{key}"] = value
+
+    def _evaluate_as_trained(self, subcommand: str) -> None:
+        """Evaluate with the conversation format the checkpoint was trained with (its context window
+        and length), not whatever the config file says; a typed flag still wins, with a note."""
+        recorded = self._checkpoint[checkpoint.META_KEY].get("data", {})
+        for name in FORMAT_SETTINGS:
+            if name not in recorded:
+                continue
+            key, value = f"data.{name}", recorded[name]
+            current = self.config[f"{subcommand}.{key}"]
+            if key in self._typed_keys:
+                if current != value:
+                    log.warning("--%s %s: evaluating with it, although the checkpoint was trained with %s", key, current, value)
+                continue
+            if current != value:
+                log.info("%s: using the checkpoint's %s (the config says %s)", key, value, current)
+            self.config[f"{subcommand}.{key}"] = value
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self._get(self.config_init, "trainer", default={})
@@ -120,6 +145,10 @@ def config_error(error: ArgumentError) -> UserError:
     text = re.sub(r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] .*Given value: (.*)",
                   r"expected one of \1, got \2", text)
     text = re.sub(r"Expected a (.*?)\. Got value: (.*)", r"expected \1, got \2", text)
+    text = re.sub(r"Not of type (\w+): (?:invalid literal for \w+\(\) with base 10|could not convert string to \w+): '(.*)'",
+                  r"expected \1, got \2", text)
+    text = re.sub(r"Not of type (\w+): (.*?) does not conform to restriction (.*)", r"expected \1 (\3), got \2", text)
+    text = text.replace("jsonargparse.typing.", "")
     text = text.replace("<class 'NoneType'>", "null")
     text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
     return UserError(f"{text} (python train.py SUBCOMMAND --help lists every option)")
@@ -139,6 +168,10 @@ def _cli(args: list[str] | None) -> EmpathicCLI:
         )
     except ArgumentError as error:
         raise config_error(error) from None
+    except MisconfigurationException as error:
+        # Lightning's word on a trainer setting only it can judge (`max_epochs -5`, `accelerator cuda`
+        # without a GPU): a user mistake like any other, so one line.
+        raise UserError(f"{' '.join(str(error).split())} (the --trainer.* flags and config keys)") from None
 
 
 def main(args: list[str] | None = None) -> None:

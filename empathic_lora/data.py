@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from empathic_lora.download import (
 )
 from empathic_lora.errors import UserError
 from empathic_lora.parsing import Row, read_split
+from empathic_lora.ranges import MaxLength, NonNegativeInt, PositiveInt
 from empathic_lora.sampling import LengthGroupedSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 Format = Literal["dialogue", "seed"]
 DEFAULT_HISTORY_TURNS = 4
 # Bump when the tokenized layout or the conversation format changes, so old caches are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -116,14 +118,14 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         self,
         data_dir: str | None = None,
         format: Format = "dialogue",
-        history_turns: int | None = DEFAULT_HISTORY_TURNS,
-        max_length: int = 256,
-        batch_size: int = 8,
-        eval_batch_size: int = 8,
-        num_workers: int = 0,
+        history_turns: NonNegativeInt | None = DEFAULT_HISTORY_TURNS,
+        max_length: MaxLength = 256,
+        batch_size: PositiveInt = 8,
+        eval_batch_size: PositiveInt = 8,
+        num_workers: NonNegativeInt = 0,
         group_by_length: bool = True,
-        max_examples: int | None = None,
-        seed: int = 0,
+        max_examples: PositiveInt | None = None,
+        seed: NonNegativeInt | None = None,
         cache_dir: str | None = None,
         download_url: str = OFFICIAL_URL,
         download_sha256: str = OFFICIAL_SHA256,
@@ -147,7 +149,8 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
             group_by_length: Batch examples of similar length together (shuffled buckets), so
                 less compute is spent on padding.
             max_examples: Use only the first N examples of each split (quick experiments).
-            seed: Seed of the training order.
+            seed: Seed of the training order; `null` (the default) follows `seed_everything`, so one
+                seed drives weights, dropout and data order alike. Set it to vary the order alone.
             cache_dir: Where downloads and tokenized data are cached (default
                 `$EMPATHIC_LORA_CACHE` or `~/.cache/empathic_lora`).
             download_url: Archive fetched when `data_dir` is `null`.
@@ -156,8 +159,6 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
-        if max_length < 8:
-            raise UserError(f"--data.max_length {max_length} is too small to hold a reply")
         self.tokenizer = tokenizer
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.datasets: dict[str, Dataset] = {}
@@ -179,6 +180,13 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
             examples = build_examples(rows, self.hparams.format)
             self._examples[split] = examples[: self.hparams.max_examples]
         return self._examples[split]
+
+    @property
+    def order_seed(self) -> int:
+        """`seed`, or else the run's `seed_everything` (which Lightning publishes as PL_GLOBAL_SEED)."""
+        if self.hparams.seed is not None:
+            return self.hparams.seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     @property
     def formatter(self) -> Formatter:
@@ -273,7 +281,7 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
             pin_memory=bool(self.trainer and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"),
             # Each new iterator draws a worker seed; from its own generator, so that validation
             # and epoch starts leave the global RNG (LoRA dropout) alone and resume stays exact.
-            generator=torch.Generator().manual_seed(self.hparams.seed),
+            generator=torch.Generator().manual_seed(self.order_seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -282,7 +290,7 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         # one-batch bucket.
         ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank} if self.trainer else {}
         buckets = {} if self.hparams.group_by_length else {"bucket_batches": 1}
-        sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size, seed=self.hparams.seed, **buckets, **ranks)
+        sampler = LengthGroupedSampler(dataset["length"], self.hparams.batch_size, seed=self.order_seed, **buckets, **ranks)
         return self._loader("train", self.hparams.batch_size, sampler, ResumableDataLoader)
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -20,6 +20,7 @@ from empathic_lora import base, checkpoint, evaluation
 from empathic_lora.errors import UserError
 from empathic_lora.generation import GenerationSettings
 from empathic_lora.metrics import WordPerplexity, build_reply_metrics, words_in_labels
+from empathic_lora.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 
 Batch = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
@@ -49,20 +50,20 @@ class EmpatheticLoRAModule(L.LightningModule):
         base_model: str = "distilgpt2",
         gguf_file: str | None = None,
         random_init: bool = False,
-        init_seed: int = 0,
-        r: int = 8,
-        alpha: int = 32,
-        dropout: float = 0.05,
+        init_seed: NonNegativeInt = 0,
+        r: PositiveInt = 8,
+        alpha: PositiveInt = 32,
+        dropout: Probability = 0.05,
         bias: Literal["none", "all", "lora_only"] = "none",
         target_modules: list[str] | None = None,
-        lr: float = 3e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
+        lr: PositiveFloat = 3e-4,
+        weight_decay: NonNegativeFloat = 0.0,
+        warmup_steps: NonNegativeInt = 0,
         scheduler: Literal["linear", "cosine", "constant"] = "linear",
-        num_generation_samples: int = 200,
+        num_generation_samples: NonNegativeInt = 200,
         generation: dict[str, Any] | None = None,
         generation_metrics: list[dict[str, Any]] | None = None,
-        generation_every_n_epochs: int | None = None,
+        generation_every_n_epochs: PositiveInt | None = None,
         zero_shot: bool = False,
     ) -> None:
         """LoRA fine-tuning of a causal LM on listener replies.
@@ -105,16 +106,18 @@ class EmpatheticLoRAModule(L.LightningModule):
         backbone = base.load_model(base_model, gguf_file, random_init, init_seed)
         targets = target_modules or base.default_target_modules(backbone)
         self.model = build_peft_model(backbone, r, alpha, dropout, bias, targets)
+        # One rule for every load path: the whole model, frozen base included, trains in train mode
+        # (its own dropout on) like the reference notebook's Hugging Face Trainer, which calls
+        # model.train(). `from_pretrained` (Hub, local, GGUF) returns eval mode and `from_config`
+        # train mode, and Lightning keeps whatever mode a submodule is in; evaluation, generation
+        # and chat switch to eval mode themselves.
+        self.model.train()
         self.base_signature = base.signature(self.model, self.tokenizer)
         # Checkpoints hold only the trainable weights; the frozen base is rebuilt on load.
         self.strict_loading = False
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_ppl, self.test_ppl = Perplexity(ignore_index=-100), Perplexity(ignore_index=-100)
         self.val_word_ppl, self.test_word_ppl = WordPerplexity(), WordPerplexity()
-        if num_generation_samples < 0:
-            raise UserError(f"--model.num_generation_samples must be >= 0, got {num_generation_samples}")
-        if generation_every_n_epochs is not None and generation_every_n_epochs < 1:
-            raise UserError(f"--model.generation_every_n_epochs must be >= 1 or null, got {generation_every_n_epochs}")
         try:
             self.generation_settings = GenerationSettings(**(generation or {}))
         except TypeError:

@@ -132,9 +132,58 @@ def test_unknown_key(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
 
 
 def test_wrong_type(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    assert _train(capsys, tmp_path, "--model.r", "eight").startswith("error: --model.r: expected int, got eight")
+    assert _train(capsys, tmp_path, "--model.r", "eight").startswith("error: --model.r: expected PositiveInt, got eight")
     assert _train(capsys, tmp_path, "--trainer.max_epochs", "1.5").startswith(
         "error: --trainer.max_epochs: expected one of int, null, got 1.5")
+
+
+# Every numeric knob with a value outside its range: refused while parsing, before anything loads.
+OUT_OF_RANGE = [
+    ("--model.r", "0", "expected PositiveInt (v>0), got 0"),
+    ("--model.r", "-1", "expected PositiveInt (v>0), got -1"),
+    ("--model.alpha", "0", "expected PositiveInt (v>0), got 0"),
+    ("--model.dropout", "1.5", "expected ZeroToBelowOne (v>=0 and v<1), got 1.5"),
+    ("--model.dropout", "1", "expected ZeroToBelowOne (v>=0 and v<1), got 1"),
+    ("--model.dropout", "-0.1", "expected ZeroToBelowOne (v>=0 and v<1), got -0.1"),
+    ("--model.lr", "-1", "expected PositiveFloat (v>0), got -1"),
+    ("--model.lr", "0", "expected PositiveFloat (v>0), got 0"),
+    ("--model.weight_decay", "-0.01", "expected NonNegativeFloat (v>=0), got -0.01"),
+    ("--model.warmup_steps", "-10", "expected NonNegativeInt (v>=0), got -10"),
+    ("--model.init_seed", "-1", "expected NonNegativeInt (v>=0), got -1"),
+    ("--model.num_generation_samples", "-1", "expected NonNegativeInt (v>=0), got -1"),
+    ("--model.generation_every_n_epochs", "0", "expected one of PositiveInt, null, got 0"),
+    ("--data.batch_size", "0", "expected PositiveInt (v>0), got 0"),
+    ("--data.eval_batch_size", "-3", "expected PositiveInt (v>0), got -3"),
+    ("--data.max_length", "3", "expected IntAtLeast8 (v>=8), got 3"),
+    ("--data.history_turns", "-2", "expected one of NonNegativeInt, null, got -2"),
+    ("--data.num_workers", "-1", "expected NonNegativeInt (v>=0), got -1"),
+    ("--data.max_examples", "0", "expected one of PositiveInt, null, got 0"),
+    ("--data.seed", "-1", "expected one of NonNegativeInt, null, got -1"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), OUT_OF_RANGE, ids=[f"{f}={v}" for f, v, _ in OUT_OF_RANGE])
+def test_a_knob_out_of_its_range(capsys: pytest.CaptureFixture, tmp_path: Path, flag: str, value: str, expected: str) -> None:
+    assert _train(capsys, tmp_path, flag, value).startswith(f"error: {flag}: {expected}")
+
+
+@pytest.mark.parametrize(("flag", "value", "named"), [
+    ("--trainer.max_epochs", "-5", "`max_epochs` must be a non-negative integer or -1. You passed in -5."),
+    ("--trainer.accelerator", "mps", "`MPSAccelerator` can not run on your system"),  # never on Linux
+    ("--trainer.devices", "0", "`Trainer(devices='0')` value is not a valid input"),
+])
+def test_a_trainer_setting_only_lightning_can_judge(
+    capsys: pytest.CaptureFixture, tmp_path: Path, flag: str, value: str, named: str
+) -> None:
+    line = _train(capsys, tmp_path, flag, value)
+    assert line.startswith("error: ") and named in line, line
+
+
+def test_the_ranges_show_in_help(tmp_path: Path) -> None:
+    result = run_python("train.py", "fit", "--help")
+    assert result.returncode == 0
+    for shown in ("--model.r R", "PositiveInt", "--model.dropout DROPOUT", "ZeroToBelowOne", "IntAtLeast8"):
+        assert shown in result.stdout, shown
 
 
 def test_max_length_smaller_than_any_target(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -150,7 +199,7 @@ def test_target_modules_that_match_nothing(capsys: pytest.CaptureFixture, tmp_pa
 
 def test_a_config_error_from_the_real_command_line_is_one_line(tmp_path: Path) -> None:
     result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--data.batch_size", "eight")
-    assert_one_line_error(result, "--data.batch_size: expected int, got eight")
+    assert_one_line_error(result, "--data.batch_size: expected PositiveInt, got eight")
     assert "usage:" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
