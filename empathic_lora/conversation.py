@@ -8,7 +8,8 @@ exactly the way it was trained. A dialogue is rendered as
 followed, when training, by the target `" {listener reply}"` and the tokenizer's eos token.
 
 The markers are plain text to the tokenizer (no new special tokens: under LoRA their embeddings
-would never be trained). Each turn is tokenized as two pieces, its marker and its text, so that a
+would never be trained). So that a person cannot write the bot's side of a conversation, text never
+forms a marker or a special token (see `neutralize`). Each turn is tokenized as two pieces, its marker and its text, so that a
 context can be cut on turn boundaries (oldest turns first) and a single over-long turn can keep
 its marker and lose only the oldest part of its text. Every piece starts with a space so the
 tokens of a turn do not depend on what stands before it.
@@ -34,6 +35,17 @@ Role = Literal["speaker", "listener"]
 class Turn:
     role: Role  # "speaker": the person describing a feeling; "listener": the empathetic replier
     text: str
+
+
+def neutralize(text: str) -> str:
+    """`text` with every `<|` and `|>` reduced to `<` and `>`, so that no turn marker (nor a special
+    token such as `<|endoftext|>` or a chat template's `<|im_start|>`) can be typed into a turn.
+
+    Repeated until stable: one pass over `<||prompt||>` would leave `<|prompt|>`.
+    """
+    while "<|" in text or "|>" in text:
+        text = text.replace("<|", "<").replace("|>", ">")
+    return text
 
 
 def _marker(role: Role) -> str:
@@ -66,7 +78,7 @@ class Formatter:
         self.tokenizer = tokenizer
         self.history_turns = history_turns
         self.eos_id: int = tokenizer.eos_token_id
-        ids = self._tokenize([f" {PROMPT_MARKER}", f" {RESPONSE_MARKER}"])
+        ids = tokenizer([f" {PROMPT_MARKER}", f" {RESPONSE_MARKER}"], add_special_tokens=False)["input_ids"]
         self._marker_ids: dict[Role, list[int]] = {"speaker": ids[0], "listener": ids[1]}
 
     @property
@@ -74,10 +86,12 @@ class Formatter:
         """The tokens that ask the model for a listener reply."""
         return self._marker_ids["listener"]
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+    def _tokenize_text(self, texts: list[str]) -> list[list[int]]:
+        """Turn texts, from data or from a person: neutralized, and special tokens read as plain text."""
         if not texts:
             return []
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        pieces = [f" {neutralize(text)}" for text in texts]
+        return self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _window(self, turns: Sequence[Turn]) -> Sequence[Turn]:
         if self.history_turns is None:
@@ -102,7 +116,7 @@ class Formatter:
         budget = max_tokens - len(self.cue_ids)
         if budget <= 0:
             raise ValueError(f"a prompt budget of {max_tokens} tokens cannot hold the response cue")
-        text_ids = self._tokenize([f" {t.text}" for t in turns])
+        text_ids = self._tokenize_text([t.text for t in turns])
         return self._context_ids(turns, text_ids, budget) + self.cue_ids
 
     def encode_examples(
@@ -115,8 +129,8 @@ class Formatter:
         is dropped (its prompt length is reported as -1 and its ids are empty).
         """
         windows = [self._window(turns) for turns in contexts]
-        flat = self._tokenize([f" {t.text}" for turns in windows for t in turns])
-        target_ids = self._tokenize([f" {target}" for target in targets])
+        flat = self._tokenize_text([t.text for turns in windows for t in turns])
+        target_ids = self._tokenize_text(list(targets))
         input_ids: list[list[int]] = []
         prompt_lengths: list[int] = []
         offset = 0
