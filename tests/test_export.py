@@ -122,3 +122,23 @@ def test_a_tampered_adapter_is_refused(adapter_dir: Path, tmp_path: Path) -> Non
 def test_an_adapter_on_another_base_is_refused_naming_both(adapter_dir: Path, distilgpt2_dir: Path) -> None:
     with pytest.raises(UserError, match=f"'builtin:tiny-gpt2', which differs from '{distilgpt2_dir}'"):
         inference.load(adapter_dir, base_model=str(distilgpt2_dir), device="cpu")
+
+
+def test_a_merged_gguf_base_is_a_plain_float_model(tmp_path: Path, smollm2_dir: Path) -> None:
+    """The GGUF file is dequantized on load; the merged export must be an ordinary float model that
+    plain transformers loads with the trained logits, and that chat uses."""
+    root = tmp_path / "runs"
+    fit = run_python("train.py", "fit", "--config", "configs/smollm2_cpu.yaml", "--model.base_model", str(smollm2_dir),
+                     "--data.data_dir", "builtin:sample", "--data.max_length", "48", "--data.max_examples", "8",
+                     "--trainer.max_steps", "1", "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
+                     "--model.num_generation_samples", "0", "--trainer.enable_progress_bar", "false",
+                     "--trainer.default_root_dir", str(root))
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    out = export.export(str(root), str(tmp_path / "merged"), merge=True)
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    module = inference.load_module(inference.resolve(root))[0]
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = module.tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(_logits(plain, ids), _logits(module.model, ids), atol=1e-4, rtol=0)
+    chat = run_python("chat.py", "--checkpoint", str(out), "--message", "I feel overwhelmed with work", "--max_new_tokens", "8")
+    assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr[-2000:]
