@@ -183,6 +183,7 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
         accelerator="auto", devices=1, precision=settings.precision, max_steps=settings.warmup + settings.steps,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Clock()],
+        gradient_clip_val=1.0,  # the recipe config's clipping, which is the HF Trainer's max_grad_norm: equal semantics
     )
     trainer.fit(module, datamodule=data)
     return {"implementation": variant.name, **clock.result(lambda count: int(count))}
