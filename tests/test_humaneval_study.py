@@ -41,13 +41,17 @@ def test_a_later_evaluation_of_a_context_replaces_the_earlier(tmp_path: Path) ->
 
 def test_attention_checks_pit_the_reference_against_a_broken_reply(tmp_path: Path) -> None:
     a, b = two_runs(tmp_path, n=9)
+    short = rows(1, "A says sorry {i}")
+    short[0]["reference"] = "You are so right."  # shuffled, still nearly fluent: never broken into a check
+    write_samples(a, short)
     study = build_study(a, b, attention_rate=0.25)
     checks = [item for item in study.items if item.kind == "check"]
     assert len(checks) == 3  # 3 of 12 items: a quarter
-    references = {r["context"]: r["reference"] for r in rows(9, "")}
+    references = {r["context"]: r["reference"] for r in rows(9, "") + short}
+    long_ones = [sorted(r.split()) for r in references.values() if r != short[0]["reference"]]
     for check in checks:
         assert check.a == references[check.context]
-        assert check.b != check.a and sorted(check.b.split()) != sorted(check.a.split())  # another reply, shuffled
+        assert sorted(check.b.split()) in long_ones and check.b not in references.values()  # another reply, shuffled
     assert len({item.id for item in study.items}) == len(study.items)
     assert build_study(a, b, attention_rate=0.01).items[-1].kind == "check"  # any rate above 0 gives one
 

@@ -134,10 +134,16 @@ def _opaque_id(seed: int, kind: ItemKind, sample: Sample) -> str:
     return hashlib.sha256(json.dumps([seed, kind, sample.stage, sample.context]).encode()).hexdigest()[:16]
 
 
-def _broken(reference: str, rng: random.Random) -> str:
+# Shuffling a short reply can leave it fluent ("You so are right."): a broken reply is made from
+# one at least this long, when the study has one.
+BROKEN_MIN_WORDS = 8
+
+
+def _broken(donors: Sequence[str], rng: random.Random) -> str:
     """Another conversation's reply with its words shuffled: off topic and not fluent, so the real
     reply wins every default question."""
-    words = reference.split()
+    long_enough = [text for text in donors if len(text.split()) >= BROKEN_MIN_WORDS]
+    words = (rng.choice(long_enough) if long_enough else max(donors, key=lambda text: len(text.split()))).split()
     rng.shuffle(words)
     return " ".join(words)
 
@@ -152,9 +158,10 @@ def attention_checks(pairs: Sequence[Sample], rate: float, seed: int) -> list[It
     chosen = sorted(rng.sample(range(len(pairs)), count))
     checks = []
     for i in chosen:
-        sample, donor = pairs[i], pairs[(i + 1) % len(pairs)]
+        sample = pairs[i]
+        donors = [other.reference for j, other in enumerate(pairs) if j != i] or [sample.reference]
         checks.append(Item(_opaque_id(seed, "check", sample), "check", sample.stage, sample.emotion, sample.context,
-                           a=sample.reference, b=_broken(donor.reference, rng)))
+                           a=sample.reference, b=_broken(donors, rng)))
     return checks
 
 
