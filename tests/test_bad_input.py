@@ -265,3 +265,51 @@ def test_control_characters_and_ansi_escapes_in_chat_input_are_not_echoed(tiny_c
     for stream in (result.stdout, result.stderr):
         assert not any(c in stream for c in "\x1b\x07\x08"), repr(stream)
     assert "unknown command" in result.stderr
+
+
+def _not_checkpoints(directory: Path) -> dict[str, Path]:
+    """Files a user may hand over by mistake where a checkpoint is expected."""
+    import zipfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {name: directory / name for name in ("notes.txt", "random.bin", "empty.ckpt", "other.zip", "foreign.ckpt",
+                                                  "not-a-dict.ckpt", "damaged.ckpt")}
+    files["notes.txt"].write_text("hello, these are my notes\n")
+    files["random.bin"].write_bytes(bytes(range(256)) * 20)
+    files["empty.ckpt"].write_bytes(b"")
+    with zipfile.ZipFile(files["other.zip"], "w") as archive:
+        archive.writestr("readme.txt", "not a torch file")
+    torch.save({"state_dict": {}, "epoch": 3}, files["foreign.ckpt"])
+    torch.save({"empathic_lora": 5}, files["not-a-dict.ckpt"])
+    torch.save({"empathic_lora": {"format_version": 1}}, files["damaged.ckpt"])
+    files["no-checkpoint-dir"] = directory / "empty-dir"
+    files["no-checkpoint-dir"].mkdir(exist_ok=True)
+    return files
+
+
+NOT_CHECKPOINTS = ["notes.txt", "random.bin", "empty.ckpt", "other.zip", "foreign.ckpt", "not-a-dict.ckpt", "damaged.ckpt",
+                   "no-checkpoint-dir"]
+
+
+@pytest.mark.parametrize("name", NOT_CHECKPOINTS)
+@pytest.mark.parametrize("entry", ["train", "chat", "export"])
+def test_anything_that_is_not_a_checkpoint_is_one_line_everywhere(
+    capsys: pytest.CaptureFixture, tmp_path: Path, entry: str, name: str
+) -> None:
+    path = _not_checkpoints(tmp_path / "given")[name]
+    if entry == "train":
+        line = _train(capsys, tmp_path, "--ckpt_path", str(path))
+    else:
+        capsys.readouterr()
+        out = tmp_path / "export-out"
+        with pytest.raises(SystemExit) as exit_:
+            if entry == "chat":
+                chat_main(["--checkpoint", str(path), "--message", "hello"])
+            else:
+                export_main(["--checkpoint", str(path), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err, err
+        line = err.strip().splitlines()[-1]
+        assert [x for x in err.splitlines() if x.startswith("error:")] == [line], err
+        assert not out.exists()
+    assert line.startswith("error: ") and str(path) in line, line
