@@ -150,3 +150,10 @@ def test_start_errors_are_one_line(tmp_path: Path) -> None:
     Store.create_or_open(db, build_study(a, b))
     assert_one_line_error(run_python(*serve, "--a", str(b), "--b", str(a)), f"--db {db} holds another study")
     assert_one_line_error(run_python(*serve, "--a", str(a), "--b", str(b), "--attention-rate", "x"), "--attention-rate")
+
+
+def test_serves_this_machine_only_unless_told() -> None:
+    from empathic_lora.humaneval.__main__ import parser
+
+    args = parser().parse_args(["serve", "--a", "a.jsonl", "--b", "b.jsonl", "--db", "s.sqlite"])
+    assert (args.host, args.port) == ("127.0.0.1", 8001)
