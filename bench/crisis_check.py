@@ -32,6 +32,7 @@ PARTS = {
     "held-out": ("heldout_crisis.txt", "heldout_negatives.txt"),
     "probe": ("probe_crisis.txt", "probe_negatives.txt"),
     "probe 2": ("probe2_crisis.txt", "probe2_negatives.txt"),
+    "probe 3": ("probe3_crisis.txt", "probe3_negatives.txt"),
 }
 TARGET_RECALL, TARGET_FALSE_ALARMS = 0.95, 0.05
 

@@ -44,7 +44,8 @@ POSSESSIVE = r"(?:my|his|her|their|ur)"
 INTENT = (
     r"(?:want|wants|wanted|wanna|going|gonna|gunna|goin|plan|plans|planned|planning|think|thinking|thought|thoughts"
     r"|ready|might|will|ill|should|could|urge|urges|tempted|about to|considering|consider|decided|imagine|imagining"
-    r"|fantasi[sz]\w*|dream\w*|need|needs|gotta|try|tried|trying|tryna|keep|kept|rather|just|tonight|almost|nearly)"
+    r"|fantasi[sz]\w*|dream\w*|need|needs|gotta|try|tried|trying|tryna|keep|kept|rather|just|tonight|almost|nearly"
+    r"|finna|ima|imma|bout to|boutta)"
 )
 PILLS = (
     r"(?:pills?|meds|medications?|medicine|tablets|tylenol|paracetamol|acetaminophen|ibuprofen|advil|aspirin"
@@ -88,6 +89,10 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(rf"\b(?:wan\w*|wish\w*|ready|hop(?:e|es|ing)|pray\w*|long\w*) (?:to )?(?:just |really |honestly |simply |fucking |fkn |literally |finally )?"
           rf"{DIE}\b(?! (?:than|if|laughing|of|on this hill|for (?:a|some|that|this|the)|happy|old|in my sleep at)\b)", topic=True),
         R(r"\b(?:wan\w*|wish\w*|rather|prefer) (?:to )?not (?:be alive|exist|be here|be around|live|wake up|be born)\b"),
+        R(r"\bend\w* (?:my|his|her|their) (?:own )?(?:suffering|misery|existence)\b|\bend (?:my|the) pain (?:for good|forever|permanently)\b"),
+        R(r"\b(?:wont|not|never|no way im|no way i am|no way ill) (?:be )?mak(?:e|ing) it (?:to|until|till|through|past) (?:my birthday|christmas"
+          r"|new year|next (?:year|week|month)|the (?:weekend|end of (?:the )?(?:week|month|year))|tomorrow|morning|summer)\b"
+          r"|\b(?:ill|i will|i\s?ll) be (?:gone|dead) (?:by|before) (?:then|tomorrow|morning|the weekend|next \w+|my birthday|christmas)\b"),
         R(rf"\bdo (?:something|anything)(?: \w+)? to {SELF}\b"),
         R(r"\b(?:thought|idea|thoughts) of (?:dying|death|being dead|not waking up|not existing|ending it|killing myself)\b"
           r"(?=.*\b(?:calm\w*|comfort\w*|relie\w*|peace\w*|only thing|sooth\w*|appeal\w*|tempt\w*|nice|good|better)\b)"),
@@ -116,7 +121,14 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:dont|do not|doesnt|does not|never) (?:really |even )?(?:want|wanna) (?:to )?wake up\b"
           r"(?! (?:early|at|before|so early|for|in time|on time|when|till|until)\b)"),
         R(rf"\b(?:hope|hoping|wish|pray\w*|rather)\b(?: \w+){{0,4}}? (?:never|not|dont|do not|wont) (?:ever )?wake up\b"),
-        R(r"\b(?:sleep|asleep|bed|eyes) and (?:never|not|dont|wont|do not) (?:ever )?wake up\b"),
+        R(r"\b(?:sleep|asleep|bed|eyes) and (?:never|not|dont|wont|do not) (?:ever )?wake up\b|\b(?:sleep|asleep) and (?:just )?stay asleep\b"),
+        R(r"\b(?:not meant|never meant|shouldnt|should not|wasnt meant|was never meant) (?:to )?(?:be alive|exist|be here|be born|have been born"
+          r"|live)\b"),
+        R(r"\b(?:wish\w*|hop\w*|pray\w*) (?:that )?(?:a|some|the) (?:car|bus|truck|train|plane|bullet|lightning|meteor|someone|somebody)"
+          r" (?:would |will |could |d )?(?:hit|kill|run over|shoot|crash into|strike)\w* me\b"),
+        R(r"\b(?:dont|do not|doesnt|does not|no longer|wouldnt|dont even) care (?:if|whether) (?:i|he|she|they) (?:live|lives|die|dies|wake up"
+          r"|make it)\b"),
+        R(r"\bwhy (?:am|are|is) (?:i|he|she) (?:even )?(?:still )?(?:alive|living|breathing)\b|\bwhy (?:am|are|is) (?:i|he|she) (?:even )?still here$"),
         R(r"\bcant (?:go on|keep going|keep living|carry on|live like this|do this|do it|take (?:it|this)|handle (?:it|this|life))"
           r"(?: \w+){0,3}? (?:anymore|any ?more|n e more|any longer)\b"),
         R(r"\bcant (?:go on|keep going|keep living|carry on)\b"
@@ -178,6 +190,9 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           r"(?:deadliest|most lethal|most deadly|fastest|quickest|surest|most painless|least painful|high enough)\b"
           r"|\b(?:deadliest|most lethal) (?:pills?|drugs|meds|way|method|dose)\b"),
         R(r"\bmake it look like an accident\b", topic=True),
+        R(r"\b(?:have|got|ve got) (?:a|the) plan and (?:the )?means\b|\b(?:have|got) the means to (?:do it|end it|kill)\b"),
+        R(r"\bbleed(?:ing)? out\b|\bhow long (?:does it|it|would it|will it) take(?:s)? to (?:die|lose consciousness|suffocate|drown)\b",
+          topic=True),
         R(r"\b(?:which|what) (?:bridge|building|roof|pills?|gun|rope|method|tree|cliff|train)\w* (?:i|ill|im going to|im gonna|i will|i would|id)"
           r" (?:use|jump|take|do it|choose|pick)\b"),
         R(r"\b(?:writ\w*|wrote) (?:my|a) (?:last |final |goodbye |suicide )?note\b(?! (?:to|for) (?:the|my|his|her|your|our)"
@@ -220,6 +235,10 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           accident=True),
         R(rf"\b{PILLS}\b.*\b(?:keep|kept|cant stop|been) (?:thinking|staring|looking)\b"),
         R(r"\blocked (?:my|him|her|them)sel(?:f|ves) in\b.*\b(?:razor|knife|pills|blade|gun|rope|meds)\b"),
+        R(rf"\b(?:holding|clutching|gripping)\b(?: \w+){{0,2}}? {PILLS}\b"),
+        R(r"\b(?:scared|afraid|worried|terrified) (?:of )?(?:what )?(?:ill|i will|i might|i could|im going to|id) do (?:something|with it|to myself)"
+          r"|\b(?:scared|afraid|terrified) (?:of )?what (?:ill|i will|i might|i could|id) do\b"),
+        R(r"\bhose\b.*\bexhaust\b|\bexhaust\b.*\bhose\b|\bexhaust fumes\b"),
         R(r"\bgarage\b.*\b(?:car|engine) (?:running|on)\b|\b(?:car|engine) (?:running|on)\b.*\bgarage\b"),
         R(r"\b(?:razors?|razor blades?|blades?|sharps?)\b(?: \w+){0,3}? (?:hidden|hide|stashed|hiding|saved|under my (?:bed|pillow|mattress))\b"
           r"|\bhid\w* (?:my|the) (?:razors?|blades?|razor blades?)\b"),
@@ -229,7 +248,7 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:noose|tied a knot|tie a knot|the beam in)\b"),
         # The whole sentence is looked at: "a climbing rope", "rope for the boat" are not means.
         R(r"^(?!.*\b(?:climb\w*|gym|boat|camping|tent|tug|swing|hammock|sail\w*|course|horse|lasso|cowboy|jump|skipping|tow\w*"
-          r"|dog|leash|knots? class|crafts?|macrame|clothesline|laundry)\b).*?\brope\b"),
+          r"|dog|leash|knots? class|crafts?|macrame|clothesline|laundry|end of (?:my|the|his|her|their|our) rope)\b).*?\brope\b"),
         R(r"\b(?:gun|pistol|revolver|rifle|shotgun|firearm|glock|barrel)\b(?: \w+){0,6}? (?:to|against|in|into|under) (?:my|his|her|their)"
           r" (?:head|temple|mouth|chin|chest)\b"),
         R(r"\b(?:gun|pistol|revolver|rifle|shotgun|glock)\b(?: \w+){0,3}? (?:is |s |was )?loaded\b|\bloaded (?:gun|pistol|revolver|rifle|shotgun)\b"),
@@ -266,6 +285,8 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\buntil (?:i|it|they|my \w+) (?:bleed|bled|bleeds|bruise\w*|hurts? too much|cant feel)\b|\btill (?:i|it|they) (?:bleed|bruise)\w*"),
         R(r"\b(?:want|need|wanna|deserve) (?:to )?(?:feel|be in) (?:the |some |physical )?pain\b"
           r"|\b(?:i|me) (?:\w+ )?deserve (?:to )?(?:the )?(?:pain|hurt|to be hurt)\b"),
+        R(r"\b(?:cutting|self harm\w*|hurting myself|burning myself|sh) (?:is|was) (?:the only|my only|how i)\b"
+          r"|\bcope by (?:cutting|hurting|burning|harming)\b"),
         R(r"\b(?:urges?|the urge) (?:to|of|for) (?:cut|cutting|hurt|harm|burn|die|kill|end|jump|sh|bleed|od)\b"),
     ),
     "farewell": (
@@ -291,6 +312,10 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
         R(r"\b(?:giv\w*|gave) away (?:all |most |some )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+"
           r"|\b(?:giv\w*|gave) (?:all |most )?(?:of )?(?:my|his|her|their) (?:\w+ )?\w+ away\b", ordinary_farewell=True),
         R(r"\bin case (?:im|i am|i m) (?:not|no longer) (?:there|here|around|alive)\b"),
+        R(r"\blast time (?:you|u|anyone|anybody|they) (?:will )?(?:hears?|sees?|talks? to|speaks? to) (?:from )?me\b"),
+        R(r"\b(?:want|need) (?:everyone|everybody|you|them|my family|my parents) to know (?:that )?(?:it|this) (?:wasnt|was not|isnt|is not)"
+          r" (?:their|your|anyones|her|his)\b|\bat peace with (?:my|this|the) decision\b(?! to)"),
+        R(r"\b(?:texted|sent|messaged|posted|wrote|left)(?: \w+){0,2}? (?:a |her |his |their |my )?(?:goodbye|farewell)\b", ordinary_farewell=True),
         R(r"\bthank(?:s| you)(?: \w+){0,4}? (?:and )?(?:goodbye|good bye|farewell)\b", ordinary_farewell=True),
         R(r"\bwho (?:gets|will get|should get|can have|can take|inherits) (?:my|all my|all of my) (?:things|stuff|belongings|possessions|pets?|dog"
           r"|cat|money|room)\b"),
@@ -344,7 +369,7 @@ LOSS = re.compile(
     r"\b(?:killed|shot|hanged|hung) (?:him|her|them)sel(?:f|ves)\b|\btook (?:his|her|their) own li(?:fe|ves)\b"
     r"|(?<!\bi )(?<!\bi almost )(?<!\bi nearly )\b(?:committed|died by|died of|death by|lost to|lost him to|lost her to|lost them to)"
     r" (?:suicide|an? overdose|overdose)\b|\b(?:died|passed|passed away|death) (?:of|from|after) an? (?:overdose|od)\b"
-    r"|\bfatal overdose\b"
+    r"|\bfatal overdose\b|\b(?:overdosed|oded) (?:last (?:year|month)|\w+ (?:years|months) ago|years ago|in (?:19|20)\d\d)\b"
 )
 ACCIDENT = re.compile(
     r"\b(?:accident\w*|by mistake|mistakenly|shaving|cooking|chopping|slicing|lifting|gym|practice|playing|skiing|skateboard\w*"
@@ -361,8 +386,15 @@ ORDINARY_FAREWELL = re.compile(
     r"\b(?:retir\w*|leaving (?:the|my|our) (?:company|job|team|firm|office|school)|new job|moving(?! on)|move|moved|graduat\w*|trip"
     r"|vacation|holiday|coworkers|colleagues|team|charity|donat\w*|garage sale|declutter\w*|outgrew|outgrown|old|sell|selling|sold"
     r"|abroad|wedding|party|semester|farewell party|for free|see (?:you|ya|yall|u)|be back|back (?:on|in|next|soon)|later|airport"
-    r"|station|flight|terminal|cubicle|notice at work|gave (?:my|our) notice)\b"
+    r"|station|flight|terminal|cubicle|notice at work|gave (?:my|our) notice|college|university|uni|camp|dorm|boarding|deploy\w*"
+    r"|basic training)\b"
 )
+# Looking back from recovery: "I used to want to die but now I'm doing much better".
+RECOVERY = re.compile(
+    r"\b(?:old scars|how far (?:ive|i have) come|in recovery|recovered|used to (?:self harm|cut|want to die|be suicidal|hurt myself)"
+    r"|(?:doing|feeling) (?:much |so |a lot )?better now)\b"
+)
+PRESENT = re.compile(r"\b(?:again|relapse\w*|started|lately|these days|still|tonight|back)\b")
 # Hyperbole: "if I have to sit through another meeting I'm going to shoot myself lol".
 # "I was so embarrassed I wanted to die": a past wish to die about an embarrassing moment is an idiom.
 EMBARRASSED = re.compile(r"\b(?:embarrass\w*|mortif\w*|cringe\w*)\b")
@@ -442,7 +474,7 @@ class PatternLayer:
         joking = bool(LAUGHTER.search(text.casefold())) and not SERIOUS.search(normalized)
         for raw in sentences(text):
             sentence = normalize(raw).strip()
-            if not sentence or DENIAL.search(sentence):
+            if not sentence or DENIAL.search(sentence) or (RECOVERY.search(sentence) and not PRESENT.search(sentence)):
                 continue
             masked = LOSS.sub(" ", sentence)
             contexts = {

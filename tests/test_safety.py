@@ -126,8 +126,7 @@ def test_the_committed_set_meets_the_targets_with_the_patterns_alone() -> None:
 
 
 def test_a_set_file_without_categories_is_refused(tmp_path: Path) -> None:
-    for name in ("crisis.txt", "negatives.txt", "heldout_crisis.txt", "heldout_negatives.txt", "probe_crisis.txt",
-                 "probe_negatives.txt", "probe2_crisis.txt", "probe2_negatives.txt"):
+    for name in (name for files in bench.PARTS.values() for name in files):
         (tmp_path / name).write_text("# direct\nI want to die\n")
     (tmp_path / "negatives.txt").write_text("no header here\n")
     with pytest.raises(UserError, match="negatives.txt: message before any '# category' line"):
