@@ -9,14 +9,16 @@ match third-person reports too ("my friend said she wants to die" shows the line
 count when it is negated right before it ("I would never kill myself", "I don't want to die"; "I
 don't want to live" still counts), when a topic word sits in a sentence about the topic (a class,
 the news, a book) or reports a death ("my uncle died by suicide"), when an injury is plainly an
-accident ("I cut myself shaving"), or a farewell plainly an ordinary one ("goodbye cards, since I'm
-leaving the company"). It errs on the side of showing the line: a false alarm costs one kind
+accident ("I cut myself shaving"), when a farewell is plainly an ordinary one ("goodbye cards,
+since I'm leaving the company"), or when the sentence looks back from recovery ("I used to want to
+die but I'm doing much better now"). It errs on the side of showing the line: a false alarm costs one kind
 sentence, a miss may cost much more. `bench/crisis_check.py` measures it on `bench/crisis_set/`.
 
 Matching works on normalized text: case, punctuation and apostrophes ignored ("don't" = "dont",
 "self-harm" = "self harm"), one sentence at a time. `python chat.py --crisis_phrases FILE` adds
-phrases (one per line, `#` starts a comment; a phrase must start at a word but may end inside one)
-and `--crisis_phrases_only` drops the built-in patterns; `--crisis_message TEXT` sets the line shown.
+phrases (one per line, `#` starts a comment; a phrase must start at a word but may end inside one;
+it counts wherever it appears, with none of the exceptions above) and `--crisis_phrases_only` drops
+the built-in patterns and the semantic layer; `--crisis_message TEXT` sets the line shown.
 An optional semantic layer (`empathic_lora.crisis_semantic`) may add to the patterns, never veto them.
 """
 
