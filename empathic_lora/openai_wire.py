@@ -13,6 +13,7 @@ Honoured request fields (anything else OpenAI defines is accepted and ignored):
 - `seed`: the same conversation and settings give the same reply, here and in `chat.py --seed`.
 - `stop`: up to 4 strings; the reply ends before the first one.
 - `stream`, `stream_options.include_usage`; `n` must be 1.
+- `model` may name anything: there is one model, and responses carry its id (`GET /v1/models`).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from transformers import StoppingCriteria
@@ -321,6 +322,7 @@ def serve(args: argparse.Namespace) -> None:
     crisis = (CrisisCheck.from_file(args.crisis_phrases, args.crisis_message)
               if args.crisis_phrases else CrisisCheck(message=args.crisis_message))
     sock = web.bind(args.host, args.port)  # a taken port fails before the model is loaded
+    transformers.utils.logging.disable_progress_bar()  # a server log is read later: bars are only noise there
     with contextlib.closing(sock):
         print(f"loading {args.checkpoint} ...", flush=True)
         loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)

@@ -173,12 +173,18 @@ def test_an_error_mid_stream_raises_in_the_client(client: openai.OpenAI, loaded:
     assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": MESSAGE}]).choices
 
 
-def test_a_client_that_leaves_stops_its_generation(url: str, slow_and_long: list[float], loaded) -> None:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 100, "stream": True}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
-        for line in response.iter_lines():
-            if '"content":' in line and '"content":""' not in line.replace(" ", ""):
-                break  # the first piece of the reply
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_stops_its_generation(url: str, slow_and_long: list[float], stream: bool) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 100, "stream": stream}
+    if stream:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+            for line in response.iter_lines():
+                if '"content":' in line and '"content":""' not in line.replace(" ", ""):
+                    break  # the first piece of the reply
+            left = time.monotonic()
+    else:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=1)
         left = time.monotonic()
     deadline = time.monotonic() + 20
     while httpx.get(f"{url}/health").json()["pending"] and time.monotonic() < deadline:

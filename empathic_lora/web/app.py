@@ -134,11 +134,12 @@ def create_app(title: str, static_dir: str | Path | None = None, max_body_bytes:
     """A FastAPI app with the shared error shape and limits (see `empathic_lora.web`).
 
     Args:
-        title: The app's name in its OpenAPI page (`/docs`).
+        title: The app's name in its OpenAPI schema (`/openapi.json`).
         static_dir: Served at `/static/...`; its `index.html` is the page at `/`.
         max_body_bytes: Larger request bodies are refused with 413.
     """
-    app = FastAPI(title=title)
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, which the policy above forbids.
+    app = FastAPI(title=title, docs_url=None, redoc_url=None)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ApiError, _api_error)
