@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
@@ -64,10 +64,15 @@ def load_tokenizer(base_model: str, gguf_file: str | None = None) -> PreTrainedT
     return tokenizer
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DType = Literal["float32", "bfloat16", "float16"]
+
+
 def load_model(
-    base_model: str, gguf_file: str | None = None, random_init: bool = False, init_seed: int = 0
+    base_model: str, gguf_file: str | None = None, random_init: bool = False, init_seed: int = 0, dtype: DType = "float32"
 ) -> PreTrainedModel:
-    """The base model in float32 (the Trainer's precision setting decides autocast).
+    """The base model, its weights held in `dtype` (the Trainer's precision setting still decides
+    autocast; PEFT keeps the adapter's own weights in float32).
 
     With `random_init` the weights are drawn from `init_seed` alone, so the same call rebuilds the
     very same model wherever a checkpoint is loaded.
@@ -78,10 +83,11 @@ def load_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
+        model.to(DTYPES[dtype])  # drawn in float32 first, so every dtype rounds the same weights
     else:
         model = _load(
             "model", base_model,
-            lambda: AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs),
+            lambda: AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs),
         )
     model.config.pad_token_id = model.config.eos_token_id
     if gguf_file is not None:

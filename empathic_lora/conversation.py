@@ -69,6 +69,18 @@ def parse(rendered: str) -> list[Turn]:
     return turns[:-1] if turns and turns[-1].role == "listener" and not turns[-1].text else turns
 
 
+def bos_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """`[bos]` when the tokenizer puts a BOS token before text by default (Llama 3, Gemma: families
+    trained with one, and prompted out of distribution without it), else `[]` (GPT-2, SmolLM2).
+    Every example and prompt then starts with it, once, whatever context cut follows."""
+    with_specials = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(with_specials) > len(plain) and with_specials[0] == bos:
+        return [bos]
+    return []
+
+
 class Formatter:
     """Turns dialogues into token ids for one tokenizer; holds the tokenized markers."""
 
@@ -78,6 +90,7 @@ class Formatter:
         self.tokenizer = tokenizer
         self.history_turns = history_turns
         self.eos_id: int = tokenizer.eos_token_id
+        self.bos_ids = bos_ids(tokenizer)
         ids = tokenizer([f" {PROMPT_MARKER}", f" {RESPONSE_MARKER}"], add_special_tokens=False)["input_ids"]
         self._marker_ids: dict[Role, list[int]] = {"speaker": ids[0], "listener": ids[1]}
 
@@ -113,11 +126,11 @@ class Formatter:
     def encode_prompt(self, turns: Sequence[Turn], max_tokens: int) -> list[int]:
         """Context plus response cue in at most `max_tokens` tokens, as fed to `generate`."""
         turns = self._window(turns)
-        budget = max_tokens - len(self.cue_ids)
+        budget = max_tokens - len(self.bos_ids) - len(self.cue_ids)
         if budget <= 0:
             raise ValueError(f"a prompt budget of {max_tokens} tokens cannot hold the response cue")
         text_ids = self._tokenize_text([t.text for t in turns])
-        return self._context_ids(turns, text_ids, budget) + self.cue_ids
+        return self.bos_ids + self._context_ids(turns, text_ids, budget) + self.cue_ids
 
     def encode_examples(
         self, contexts: Sequence[Sequence[Turn]], targets: Sequence[str], max_length: int
@@ -137,12 +150,12 @@ class Formatter:
         for turns, target in zip(windows, target_ids):
             text_ids, offset = flat[offset : offset + len(turns)], offset + len(turns)
             reply = target + [self.eos_id]
-            budget = max_length - len(self.cue_ids) - len(reply)
+            budget = max_length - len(self.bos_ids) - len(self.cue_ids) - len(reply)
             if budget < 0:
                 input_ids.append([])
                 prompt_lengths.append(-1)
                 continue
-            prompt = self._context_ids(turns, text_ids, budget) + self.cue_ids
+            prompt = self.bos_ids + self._context_ids(turns, text_ids, budget) + self.cue_ids
             input_ids.append(prompt + reply)
             prompt_lengths.append(len(prompt))
         return input_ids, prompt_lengths

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 Format = Literal["dialogue", "seed"]
 DEFAULT_HISTORY_TURNS = 4
 # Bump when the tokenized layout or the conversation format changes, so old caches are not reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 from empathic_lora import base, checkpoint, inference
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 
-BASE_KEYS = ("base_model", "gguf_file", "random_init", "init_seed")  # what rebuilds the base
+BASE_KEYS = ("base_model", "gguf_file", "random_init", "init_seed", "dtype")  # what rebuilds the base
 
 
 def _previous_export_files(out: Path) -> list[Path]:
@@ -65,7 +65,7 @@ def export(
     meta: dict[str, Any] = {
         "format_version": checkpoint.FORMAT_VERSION,
         "kind": "merged" if merge else "adapter",
-        "base": {key: recorded.get(key) for key in BASE_KEYS},
+        "base": {key: recorded[key] for key in BASE_KEYS if key in recorded},
         "data": {k: v for k, v in ckpt[checkpoint.META_KEY].get("data", {}).items() if not k.startswith("_")},
         "checkpoint": str(source),
         "global_step": ckpt.get("global_step"),

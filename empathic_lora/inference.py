@@ -139,7 +139,7 @@ def _load_adapter_dir(
     name, gguf = base_model or recorded["base_model"], gguf_file or recorded["gguf_file"]
     with _recorded_base(directory, recorded["base_model"]):
         tokenizer = base.load_tokenizer(name, gguf)
-        backbone = base.load_model(name, gguf, recorded["random_init"], recorded["init_seed"])
+        backbone = base.load_model(name, gguf, recorded["random_init"], recorded["init_seed"], recorded.get("dtype", "float32"))
     for file in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (directory / file).is_file():
             raise UserError(f"{directory} has no {file}: the export is incomplete, export it again")

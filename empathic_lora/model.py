@@ -16,7 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from empathic_lora import base, checkpoint, evaluation
+from empathic_lora import base, checkpoint, evaluation, head
 from empathic_lora.errors import UserError
 from empathic_lora.generation import GenerationSettings
 from empathic_lora.metrics import WordPerplexity, build_reply_metrics, words_in_labels
@@ -28,7 +28,7 @@ EVALUATION_ARGS = ["num_generation_samples", "generation", "generation_metrics",
 
 
 def build_peft_model(
-    model: torch.nn.Module, r: int, alpha: int, dropout: float, bias: str, target_modules: list[str]
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, bias: str, target_modules: list[str] | str
 ) -> PeftModel:
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias, target_modules=target_modules, task_type="CAUSAL_LM"
@@ -55,7 +55,9 @@ class EmpatheticLoRAModule(L.LightningModule):
         alpha: PositiveInt = 32,
         dropout: Probability = 0.05,
         bias: Literal["none", "all", "lora_only"] = "none",
-        target_modules: list[str] | None = None,
+        target_modules: list[str] | str | None = None,
+        dtype: base.DType = "float32",
+        gradient_checkpointing: bool = False,
         lr: PositiveFloat = 3e-4,
         weight_decay: NonNegativeFloat = 0.0,
         warmup_steps: NonNegativeInt = 0,
@@ -79,7 +81,14 @@ class EmpatheticLoRAModule(L.LightningModule):
             dropout: Dropout on the LoRA input.
             bias: Which biases to train: `none`, `all` or `lora_only`.
             target_modules: Module names that get adapters; `null` picks PEFT's default for the
-                architecture (`c_attn` for GPT-2, `q_proj`/`v_proj` for Llama).
+                architecture (`c_attn` for GPT-2, `q_proj`/`v_proj` for Llama). PEFT's string forms
+                work too: `all-linear` (every projection but the output head), or a regular
+                expression matched against full module names (`.*\.(q|v)_proj`).
+            dtype: How the frozen base's weights are held: `float32`, or `bfloat16`/`float16` for
+                half the memory (`trainer.precision` still decides the compute's autocast; the
+                adapter's weights stay float32).
+            gradient_checkpointing: Recompute the base's activations in backward instead of keeping
+                them: less memory, more compute (docs/benchmarks.md measures both).
             lr: AdamW learning rate.
             weight_decay: AdamW weight decay.
             warmup_steps: Steps of linear warm-up from 0 to `lr`.
@@ -103,7 +112,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         self.num_generation_samples, self.generation_every_n_epochs = num_generation_samples, generation_every_n_epochs
         self.zero_shot = zero_shot
         self.tokenizer = base.load_tokenizer(base_model, gguf_file)
-        backbone = base.load_model(base_model, gguf_file, random_init, init_seed)
+        backbone = base.load_model(base_model, gguf_file, random_init, init_seed, dtype)
         targets = target_modules or base.default_target_modules(backbone)
         self.model = build_peft_model(backbone, r, alpha, dropout, bias, targets)
         # One rule for every load path: the whole model, frozen base included, trains in train mode
@@ -112,7 +121,12 @@ class EmpatheticLoRAModule(L.LightningModule):
         # train mode, and Lightning keeps whatever mode a submodule is in; evaluation, generation
         # and chat switch to eval mode themselves.
         self.model.train()
+        if gradient_checkpointing:
+            # Non-reentrant checkpointing needs no input that requires grad, which a frozen
+            # embedding never gives (the reentrant kind would silently compute no LoRA gradients).
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base_signature = base.signature(self.model, self.tokenizer)
+        self.supervised_head = head.supervised_head(self.model.get_base_model())
         # Checkpoints hold only the trainable weights; the frozen base is rebuilt on load.
         self.strict_loading = False
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -134,14 +148,18 @@ class EmpatheticLoRAModule(L.LightningModule):
 
         The vocabulary projection is applied only where a label exists: most tokens are context,
         and the LM head is about half the FLOPs of a small model. The result is exactly the
-        full-logits loss over the same tokens (tested).
+        full-logits loss over the same tokens (tested per family); for an architecture where that
+        cannot be shown (see `head.supervised_head_problem`) the model's own forward is used.
         """
+        labels = batch["labels"][:, 1:]
+        supervised = labels != -100
+        if self.supervised_head is None:
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return logits[:, :-1][supervised].float(), labels[supervised]
         causal_lm = self.model.get_base_model()
         decoder = getattr(causal_lm, causal_lm.base_model_prefix)
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        labels = batch["labels"][:, 1:]
-        supervised = labels != -100
-        logits = causal_lm.get_output_embeddings()(hidden[:, :-1][supervised])
+        logits = self.supervised_head(causal_lm.get_output_embeddings()(hidden[:, :-1][supervised]))
         return logits.float(), labels[supervised]
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
