@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 import transformers
@@ -40,7 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from transformers import StoppingCriteria
 
-from empathic_lora import inference, web
+from empathic_lora import inference, safety, web
 from empathic_lora.conversation import Formatter, Turn, first_marker
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import GenerationSettings, prompt_budget, stream_reply
@@ -303,14 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gguf_file", help="the GGUF file inside --base_model, when the base is one")
     parser.add_argument("--history_turns", type=int, help="turns of context, the new message included "
                         "(default: what the checkpoint was trained with)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
+    parser.add_argument("--device", choices=get_args(inference.Device), default="auto", help="auto: CUDA when available")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max_tokens", type=int, default=256, help="cap on a reply's new tokens")
     limits.add_argument("--queue_size", type=int, default=8, help="requests that may wait while one generates; more get 503")
     limits.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
-    safety = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
-    safety.add_argument("--crisis_phrases", help="file of phrases, one per line (replaces the built-in list)")
-    safety.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the notice sent after a matching message")
+    crisis = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
+    crisis.add_argument("--crisis_phrases", help="file of phrases, one per line (added to the built-in patterns)")
+    crisis.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the notice sent after a matching message")
     return parser
 
 
@@ -319,11 +319,11 @@ def serve(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None and value < least:
             raise UserError(f"--{flag} must be >= {least}, got {value}")
-    crisis = (CrisisCheck.from_file(args.crisis_phrases, args.crisis_message)
-              if args.crisis_phrases else CrisisCheck(message=args.crisis_message))
     sock = web.bind(args.host, args.port)  # a taken port fails before the model is loaded
     transformers.utils.logging.disable_progress_bar()  # a server log is read later: bars are only noise there
     with contextlib.closing(sock):
+        crisis = safety.build(args.crisis_phrases, args.crisis_message)  # chat's default layers
+        print(f"crisis check: {crisis.layers()}", flush=True)
         print(f"loading {args.checkpoint} ...", flush=True)
         loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)
         history = args.history_turns if args.history_turns is not None else loaded.default_history_turns()
