@@ -17,7 +17,7 @@ import importlib.util
 from collections.abc import Callable
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from empathic_lora.errors import UserError
 
@@ -99,6 +99,15 @@ def available() -> bool:
     return importlib.util.find_spec(MODEL_PACKAGE) is not None
 
 
+@torch.inference_mode()
+def embed(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, texts: list[str]) -> torch.Tensor:
+    """all-MiniLM-L6-v2 sentence embeddings (shared with metrics.EmbeddingSimilarity)."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+
 class SemanticLayer:
     """Calls as `layer(text) -> bool`: whether a sentence of `text` is close to a crisis exemplar."""
 
@@ -111,12 +120,8 @@ class SemanticLayer:
         self.crisis = self._embed([text for texts in CRISIS_EXEMPLARS.values() for text in texts])
         self.harmless = self._embed(list(HARMLESS_EXEMPLARS))
 
-    @torch.inference_mode()
     def _embed(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+        return embed(self.tokenizer, self.model, texts)
 
     def scores(self, text: str) -> list[tuple[float, float]]:
         """(closest crisis exemplar, closest harmless exemplar) cosine similarity, per sentence."""

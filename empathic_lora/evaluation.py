@@ -52,10 +52,14 @@ def generate(
     return replies
 
 
-def score(metrics: MetricCollection, replies: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus-level scores of the replies (synchronised across processes), flat names."""
-    if replies:
-        metrics.update(list(replies), list(references))
+def score(metrics: MetricCollection, lines: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Corpus-level scores of samples.jsonl lines (synchronised across processes), flat names.
+
+    Every metric gets the replies and references; one whose `update` names `examples` also gets
+    the lines themselves (context, emotion), as `metrics.py` describes.
+    """
+    if lines:
+        metrics.update([line["reply"] for line in lines], [line["reference"] for line in lines], examples=list(lines))
     scores = {key: float(value) for key, value in metrics.compute().items()}
     metrics.reset()
     return scores

