@@ -16,10 +16,18 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from empathic_lora import base, checkpoint, evaluation, head
+from empathic_lora import base, checkpoint, evaluation, head, results
 from empathic_lora.errors import UserError
 from empathic_lora.generation import GenerationSettings
-from empathic_lora.metrics import WordPerplexity, build_reply_metrics, words_in_labels
+from empathic_lora.metrics import (
+    DEFAULT_REPLY_METRICS,
+    FieldWordPerplexity,
+    WordPerplexity,
+    build_reply_metrics,
+    example_nll,
+    field_words_in_labels,
+    words_in_labels,
+)
 from empathic_lora.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 
 Batch = dict[str, torch.Tensor]
@@ -64,7 +72,8 @@ class EmpatheticLoRAModule(L.LightningModule):
         scheduler: Literal["linear", "cosine", "constant"] = "linear",
         num_generation_samples: NonNegativeInt = 200,
         generation: dict[str, Any] | None = None,
-        generation_metrics: list[dict[str, Any]] | None = None,
+        # Explicit (not null) so that `--model.generation_metrics+=` adds to the defaults.
+        generation_metrics: list[dict[str, Any]] | None = DEFAULT_REPLY_METRICS,
         generation_every_n_epochs: PositiveInt | None = None,
         zero_shot: bool = False,
     ) -> None:
@@ -98,8 +107,9 @@ class EmpatheticLoRAModule(L.LightningModule):
             generation: Decoding settings overriding chat's defaults (keys of
                 `GenerationSettings`: max_new_tokens, do_sample, temperature, top_p, ...).
             generation_metrics: Reply metrics as `class_path`/`init_args` (+ optional `name`)
-                entries of torchmetrics `Metric` classes; `null`: BLEU-1..4, ROUGE-L, Distinct-1/2
-                and mean length (docs/metrics.md).
+                entries of torchmetrics `Metric` classes; default: BLEU-1..4, ROUGE-L, Distinct-1/2
+                (ours and the field's), intra Distinct-1/2 and mean length (docs/metrics.md); `+=`
+                adds to them.
             generation_every_n_epochs: During fit, also generate and score replies at the
                 validations of every n-th epoch (`null`: only in validate and test).
             zero_shot: Evaluate with the adapter switched off: the untouched base model.
@@ -132,6 +142,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_ppl, self.test_ppl = Perplexity(ignore_index=-100), Perplexity(ignore_index=-100)
         self.val_word_ppl, self.test_word_ppl = WordPerplexity(), WordPerplexity()
+        self.val_word_ppl_field, self.test_word_ppl_field = FieldWordPerplexity(), FieldWordPerplexity()
         try:
             self.generation_settings = GenerationSettings(**(generation or {}))
         except TypeError:
@@ -188,10 +199,13 @@ class EmpatheticLoRAModule(L.LightningModule):
         loss_metric.update(F.cross_entropy(logits, targets), weight=targets.numel())
         ppl_metric.update(logits.unsqueeze(0), targets.unsqueeze(0))
         word_ppl_metric.update(logits, targets, words_in_labels(batch["labels"], self.tokenizer))
+        field_ppl_metric = getattr(self, f"{stage}_word_ppl_field")
+        field_ppl_metric.update(example_nll(logits, targets, batch["labels"]), field_words_in_labels(batch["labels"], self.tokenizer))
         size = batch["input_ids"].shape[0]
         self.log(f"{stage}/loss", loss_metric, prog_bar=True, batch_size=size)
         self.log(f"{stage}/ppl", ppl_metric, prog_bar=True, batch_size=size)
         self.log(f"{stage}/word_ppl", word_ppl_metric, batch_size=size)
+        self.log(f"{stage}/word_ppl_field", field_ppl_metric, batch_size=size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_ppl, self.val_word_ppl, "val")
@@ -223,6 +237,26 @@ class EmpatheticLoRAModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._evaluate_replies("test")
 
+    def on_validation_end(self) -> None:
+        if self.trainer.state.fn == "validate":
+            self._write_results("val")
+
+    def on_test_end(self) -> None:
+        self._write_results("test")
+
+    def _write_results(self, stage: str) -> None:
+        """results.json beside metrics.csv: every metric, what was scored, config, code and versions."""
+        field_ppl = getattr(self, f"{stage}_word_ppl_field")
+        with field_ppl.sync_context():  # every process's count (collective: before the rank check)
+            examples = int(field_ppl.examples)
+        if not self.trainer.is_global_zero:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sample = len(evaluation.fixed_sample(datamodule.examples(stage), self.num_generation_samples)) if datamodule else 0
+        scores = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        results.write(run_dir, results.build(run_dir, stage, scores, examples, sample, self.trainer.ckpt_path))
+
     def _evaluate_replies(self, stage: str) -> None:
         """Generate for the split's fixed sample (sharded over processes), log the reply metrics,
         and append the samples to the run's samples.jsonl."""
@@ -235,10 +269,11 @@ class EmpatheticLoRAModule(L.LightningModule):
             replies = evaluation.generate(
                 self.model, datamodule.formatter, mine, self.generation_settings, datamodule.hparams.eval_batch_size
             )
-        scores = evaluation.score(self.reply_metrics, replies, [e.target for e in mine])
+        mine_lines = evaluation.records(mine, replies, stage=stage, epoch=self.current_epoch)
+        scores = evaluation.score(self.reply_metrics, mine_lines)
         for key, value in scores.items():
             self.log(f"{stage}/{key}", value)
-        lines = evaluation.gather(evaluation.records(mine, replies, stage=stage, epoch=self.current_epoch))
+        lines = evaluation.gather(mine_lines)
         if self.trainer.is_global_zero:
             run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             evaluation.write_samples(run_dir / evaluation.SAMPLES_FILE, lines)

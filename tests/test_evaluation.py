@@ -27,7 +27,7 @@ from empathic_lora.evaluation import fixed_sample
 from empathic_lora.model import EmpatheticLoRAModule
 
 DEFAULT_KEYS = {f"test/bleu{n}" for n in range(1, 5)} | {
-    "test/rougeL_fmeasure", "test/distinct1", "test/distinct2", "test/length"}
+    "test/rougeL_fmeasure", "test/length"} | {f"test/distinct{n}{kind}" for n in (1, 2) for kind in ("", "_field", "_intra")}
 QUICKSTART = ["--config", "configs/tiny.yaml", "--trainer.enable_progress_bar", "false"]
 
 
@@ -76,10 +76,11 @@ def test_a_test_run_reports_every_default_metric_and_dumps_samples(tmp_path: Pat
     ])
     run = _run_dir(tmp_path)
     logged = _logged(run)
-    assert DEFAULT_KEYS | {"test/ppl", "test/word_ppl", "test/loss"} <= set(logged)
+    assert DEFAULT_KEYS | {"test/ppl", "test/word_ppl", "test/word_ppl_field", "test/loss"} <= set(logged)
     assert all(math.isfinite(logged[key]) for key in DEFAULT_KEYS)
     assert logged["test/ppl"] == pytest.approx(math.exp(logged["test/loss"]), rel=1e-4)
     assert logged["test/word_ppl"] > logged["test/ppl"] > 1  # fewer words than tokens, same total NLL
+    assert logged["test/word_ppl_field"] > logged["test/ppl"]  # NLTK words, punctuation included: still fewer than tokens
     samples = _samples(run)
     assert len(samples) == 4
     references = {e.target for e in fixed_sample(_test_examples(ed_dir, distilgpt2_dir), 4)}
@@ -133,6 +134,11 @@ def test_zero_shot_evaluates_the_untouched_base(tmp_path: Path, tiny_run: Path) 
     assert _logged(fine_tuned)["val/ppl"] != pytest.approx(base_ppl, rel=1e-4)
     assert [s["reply"] for s in _samples(switched_off)] == [s["reply"] for s in _samples(no_checkpoint)]
     assert not (fine_tuned / "samples.jsonl").exists()  # 0 samples: generation is off
+    results = {run: json.loads((run / "results.json").read_text()) for run in (no_checkpoint, fine_tuned)}
+    assert results[no_checkpoint]["checkpoint"] is None and results[fine_tuned]["checkpoint"] == str(Path(checkpoint).resolve())
+    assert results[fine_tuned]["generation_samples"] == 0 and results[no_checkpoint]["generation_samples"] == 3
+    assert (results[fine_tuned]["stage"], results[fine_tuned]["split"]) == ("val", "valid")
+    assert results[fine_tuned]["metrics"]["val/ppl"] == pytest.approx(_logged(fine_tuned)["val/ppl"], rel=1e-6)
 
 
 def test_a_metric_added_in_yaml_appears_in_the_results(tmp_path: Path) -> None:
