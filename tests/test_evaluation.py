@@ -80,7 +80,8 @@ def test_a_test_run_reports_every_default_metric_and_dumps_samples(tmp_path: Pat
     assert all(math.isfinite(logged[key]) for key in DEFAULT_KEYS)
     assert logged["test/ppl"] == pytest.approx(math.exp(logged["test/loss"]), rel=1e-4)
     assert logged["test/word_ppl"] > logged["test/ppl"] > 1  # fewer words than tokens, same total NLL
-    assert logged["test/word_ppl_field"] > logged["test/ppl"]  # NLTK words, punctuation included: still fewer than tokens
+    # NLTK splits punctuation and clitics off: more words than whitespace words for the same NLL
+    assert logged["test/word_ppl"] > logged["test/word_ppl_field"] > 1
     samples = _samples(run)
     assert len(samples) == 4
     references = {e.target for e in fixed_sample(_test_examples(ed_dir, distilgpt2_dir), 4)}
@@ -160,8 +161,6 @@ def test_bad_evaluation_settings_give_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(result, "--model.generation_metrics[0]", "nope.Nope")
     with pytest.raises(UserError, match="--model.generation .*max_tokens.* known keys: max_new_tokens"):
         EmpatheticLoRAModule("builtin:tiny-gpt2", random_init=True, generation={"max_tokens": 3})
-    with pytest.raises(UserError, match="--model.num_generation_samples"):
-        EmpatheticLoRAModule("builtin:tiny-gpt2", random_init=True, num_generation_samples=-1)
 
 
 def test_an_out_of_range_generation_setting_fails_before_training(tmp_path: Path) -> None:
