@@ -249,12 +249,12 @@ class EmpatheticLoRAModule(L.LightningModule):
         field_ppl = getattr(self, f"{stage}_word_ppl_field")
         with field_ppl.sync_context():  # every process's count (collective: before the rank check)
             examples = int(field_ppl.examples)
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # log_dir broadcasts: every rank asks
         if not self.trainer.is_global_zero:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         sample = len(evaluation.fixed_sample(datamodule.examples(stage), self.num_generation_samples)) if datamodule else 0
         scores = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         results.write(run_dir, results.build(run_dir, stage, scores, examples, sample, self.trainer.ckpt_path))
 
     def _evaluate_replies(self, stage: str) -> None:
@@ -274,8 +274,8 @@ class EmpatheticLoRAModule(L.LightningModule):
         for key, value in scores.items():
             self.log(f"{stage}/{key}", value)
         lines = evaluation.gather(mine_lines)
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # log_dir broadcasts: every rank asks
         if self.trainer.is_global_zero:
-            run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             evaluation.write_samples(run_dir / evaluation.SAMPLES_FILE, lines)
             evaluation.log_as_text(self.trainer.loggers, lines, f"{stage}/samples", self.global_step)
 
