@@ -1,5 +1,5 @@
 """Serving speed: first-text latency and tokens/s of a reply streamed through `serve.py`'s API,
-beside chat's own (`repl.ChatSession.respond`, what `chat.py` runs) on the same checkpoint and
+beside chat's own (`repl.answer`, what `chat.py` runs for each message) on the same checkpoint and
 prompt, side by side in one run.
 
     python bench/serve_latency.py --checkpoint CKPT [--base_model DIR]
@@ -8,13 +8,17 @@ prompt, side by side in one run.
 and is asked with `stream: true` over HTTP; chat's reply is generated in this process while the
 server idles. The prompt is `bench/chat_latency.py`'s five-turn conversation, decoded greedily
 with at most `--new-tokens` tokens: both sides run the same code on the same input, so they give
-the same reply and do the same work (a line says so if the replies differ). Use a checkpoint whose
-replies run to the limit (e.g. a random-init distilgpt2 run) so the tokens/s covers many tokens.
+the same reply and do the same work (a line says so if the replies differ), the crisis check
+included: both sides build it as `chat.py` and `serve.py` do by default (`safety.build()`: with
+the semantic layer when its extra is installed) and run it after the reply. Use a checkpoint
+whose replies run to the limit (e.g. a random-init distilgpt2 run) so the tokens/s covers many
+tokens.
 
 - first text: from the call (chat) or the request being sent (API) to the first piece of the
   reply in hand: what a person sees first. Chat's own benchmark times the first token instead.
 - tokens/s: the reply's tokens (the API's `usage.completion_tokens`) over the time from the call
-  or request to the end of the reply.
+  or request to the end of the answer: chat's `answer` returning (the reply and the crisis check
+  after it), the API's last chunk (`finish_reason`, sent after the same check).
 
 Repeats alternate between the sides, after one warm-up each, so that a change in machine load hits
 both alike. Output: one JSON line per side (medians), then one line of API/chat ratios and the
@@ -23,6 +27,7 @@ API's extra first-text milliseconds.
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 import sys
@@ -35,24 +40,34 @@ import torch
 # Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from bench.chat_latency import CONVERSATION
-from empathic_lora import inference
+from empathic_lora import inference, safety
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import GenerationSettings
-from empathic_lora.repl import ChatSession
-from empathic_lora.safety import CrisisCheck
+from empathic_lora.repl import ChatSession, answer
 from empathic_lora.web import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class _TimedOutput(io.StringIO):
+    """Chat's output stream, noting when the first reply text was written to it."""
+
+    first: float | None = None
+
+    def write(self, text: str) -> int:
+        if text and self.first is None:
+            self.first = time.perf_counter()
+        return super().write(text)
+
+
 def chat_timing(session: ChatSession) -> tuple[str, float, float]:
-    """Chat's reply to CONVERSATION: the reply, seconds to its first piece and to its end."""
+    """Chat's answer to CONVERSATION: the reply, seconds to its first piece and to the answer's end."""
     session.history = list(CONVERSATION[:-1])
-    times: list[float] = []
+    out, notes = _TimedOutput(), io.StringIO()
     start = time.perf_counter()
-    reply = session.respond(CONVERSATION[-1].text, lambda piece: times.append(time.perf_counter()))
+    reply = answer(session, CONVERSATION[-1].text, out, "", notes)
     end = time.perf_counter()
-    return reply, (times[0] if times else end) - start, end - start  # an empty reply: no first piece
+    return reply, (out.first or end) - start, end - start
 
 
 def api_timing(client: httpx.Client, url: str, new_tokens: int) -> tuple[str, float, float, int]:
@@ -107,7 +122,7 @@ def bench() -> None:
         torch.set_num_threads(args.threads)
     loaded = inference.load(args.checkpoint, args.base_model, device="cpu")
     session = ChatSession(loaded, GenerationSettings(max_new_tokens=args.new_tokens), loaded.default_history_turns(),
-                          CrisisCheck())
+                          safety.build())
     server_args = ["serve.py", "--checkpoint", args.checkpoint, "--device", "cpu", "--max_tokens", str(args.new_tokens)]
     server_args += ["--base_model", args.base_model] if args.base_model else []
     runs: dict[str, list[tuple[float, float]]] = {"chat": [], "api": []}

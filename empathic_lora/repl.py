@@ -26,7 +26,7 @@ from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import (
     GenerationSettings, context_window, printable, prompt_budget, setting_problem, stream_reply,
 )
-from empathic_lora.safety import DEFAULT_MESSAGE, CrisisCheck
+from empathic_lora.safety import CrisisCheck
 
 PROMPT, BOT = "you> ", "bot> "
 NO_REPLY = "(the model produced no printable reply; try rephrasing, or /reset)"
@@ -213,14 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never repeat an n-gram of this size (0: off)")
     gen.add_argument("--num_beams", type=_setting("num_beams", int), default=defaults.num_beams, help="beam search (no streaming) when > 1")
     gen.add_argument("--seed", type=int, default=defaults.seed, help="seed each reply: same history, same reply")
-    crisis = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
-    crisis.add_argument("--crisis_phrases", help="file of phrases that signal a risk of self-harm, one per line "
-                        "(added to the built-in patterns)")
-    crisis.add_argument("--crisis_phrases_only", action="store_true", help="match only the --crisis_phrases file: "
-                        "no built-in patterns, no semantic layer")
-    crisis.add_argument("--crisis_semantic", choices=safety.SEMANTIC_MODES, default="auto",
-                        help="the semantic layer (auto: when the crisis-semantic extra is installed)")
-    crisis.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the line shown after the reply when the check fires")
+    safety.add_flags(parser)
     return parser
 
 
@@ -239,11 +232,7 @@ def chat(args: argparse.Namespace) -> None:
     _quiet()
     if args.message is not None and not args.message.strip():
         raise UserError("--message is empty")
-    crisis = safety.build(args.crisis_phrases, args.crisis_message, phrases_only=args.crisis_phrases_only,
-                          semantic=args.crisis_semantic)
-    hint = ' (pip install "empathic_lora[crisis-semantic]" adds a semantic layer)' if args.crisis_semantic == "auto" \
-        and crisis.semantic is None and not args.crisis_phrases_only else ""
-    print(f"crisis check: {crisis.layers()}{hint}", file=sys.stderr, flush=True)
+    crisis = safety.from_flags(args)
     settings = GenerationSettings(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings)})
     print(f"loading {args.checkpoint} ...", file=sys.stderr, flush=True)
     loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)

@@ -24,7 +24,9 @@ An optional semantic layer (`empathic_lora.crisis_semantic`) may add to the patt
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -578,3 +580,25 @@ def build(
     if phrases_file is None:
         return CrisisCheck(message=message, semantic=layer)
     return CrisisCheck.from_file(phrases_file, message, builtin=not phrases_only, semantic=layer)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The crisis flags of `chat.py` and `serve.py`, one definition for both; `from_flags` reads them."""
+    crisis = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
+    crisis.add_argument("--crisis_phrases", help="file of phrases that signal a risk of self-harm, one per line "
+                        "(added to the built-in patterns)")
+    crisis.add_argument("--crisis_phrases_only", action="store_true", help="match only the --crisis_phrases file: "
+                        "no built-in patterns, no semantic layer")
+    crisis.add_argument("--crisis_semantic", choices=SEMANTIC_MODES, default="auto",
+                        help="the semantic layer (auto: when the crisis-semantic extra is installed)")
+    crisis.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the line shown after the reply when the check fires")
+
+
+def from_flags(args: argparse.Namespace) -> CrisisCheck:
+    """The check `add_flags`' flags configure (see `build`); one line on stderr says which layers are on."""
+    check = build(args.crisis_phrases, args.crisis_message, phrases_only=args.crisis_phrases_only,
+                  semantic=args.crisis_semantic)
+    hint = ' (pip install "empathic_lora[crisis-semantic]" adds a semantic layer)' if args.crisis_semantic == "auto" \
+        and check.semantic is None and not args.crisis_phrases_only else ""
+    print(f"crisis check: {check.layers()}{hint}", file=sys.stderr, flush=True)
+    return check

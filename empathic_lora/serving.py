@@ -46,7 +46,7 @@ from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import GenerationSettings, prompt_budget, stream_reply
 from empathic_lora.openai_wire import DONE, ChatCompletionRequest, Completion, event, usage
 from empathic_lora.repl import ChatSession
-from empathic_lora.safety import DEFAULT_MESSAGE, CrisisCheck
+from empathic_lora.safety import CrisisCheck
 
 PAGE = Path(__file__).parent / "chat_page"
 
@@ -134,9 +134,11 @@ class Generator:
     def _run(self, job: Job) -> Job:
         try:
             if not job.cancel.is_set():  # a client that left while waiting costs nothing
-                # Here rather than in the event loop: a semantic crisis layer runs a model.
-                job.crisis_notice = self.crisis.message if self.crisis.matches(job.message) else None
                 self._generate(job)
+                # After the reply, as chat checks: the notice follows the reply, and the semantic layer runs
+                # a model (40 ms on 2 CPU cores) that would otherwise delay the first word. In this thread,
+                # not the event loop, which would stall every other stream meanwhile.
+                job.crisis_notice = self.crisis.message if self.crisis.matches(job.message) else None
             return job
         finally:
             with self._lock:
@@ -308,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max_tokens", type=int, default=256, help="cap on a reply's new tokens")
     limits.add_argument("--queue_size", type=int, default=8, help="requests that may wait while one generates; more get 503")
     limits.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
-    crisis = parser.add_argument_group("crisis language (see empathic_lora/safety.py)")
-    crisis.add_argument("--crisis_phrases", help="file of phrases, one per line (added to the built-in patterns)")
-    crisis.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the notice sent after a matching message")
+    safety.add_flags(parser)
     return parser
 
 
@@ -322,8 +322,7 @@ def serve(args: argparse.Namespace) -> None:
     sock = web.bind(args.host, args.port)  # a taken port fails before the model is loaded
     transformers.utils.logging.disable_progress_bar()  # a server log is read later: bars are only noise there
     with contextlib.closing(sock):
-        crisis = safety.build(args.crisis_phrases, args.crisis_message)  # chat's default layers
-        print(f"crisis check: {crisis.layers()}", flush=True)
+        crisis = safety.from_flags(args)
         print(f"loading {args.checkpoint} ...", flush=True)
         loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)
         history = args.history_turns if args.history_turns is not None else loaded.default_history_turns()

@@ -17,7 +17,7 @@ import openai
 import pytest
 import torch
 
-from empathic_lora import inference
+from empathic_lora import inference, repl, safety, serving
 from empathic_lora.generation import GenerationSettings
 from empathic_lora.safety import DEFAULT_MESSAGE, CrisisCheck
 from empathic_lora.serving import ServeConfig, create_app
@@ -268,9 +268,21 @@ def test_serve_py_answers_as_a_user_starts_it(tiny_ckpt: Path) -> None:
         (["--checkpoint", "no/such.ckpt"], "no/such.ckpt"),
         (["--checkpoint", "x", "--queue_size", "-1"], "--queue_size"),
         (["--checkpoint", "x", "--port", "99999"], "--port 99999"),
+        (["--checkpoint", "x", "--port", "0", "--crisis_phrases_only"], "--crisis_phrases_only needs --crisis_phrases"),
     ],
 )
 def test_bad_cli_input_is_one_line(args: list[str], needle: str) -> None:
     result = run_python("serve.py", *args)
     assert result.returncode == 2
     assert_one_line_error(result, needle)
+
+
+def test_serve_takes_chats_crisis_flags(tmp_path: Path) -> None:
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text("purple elephant\n", encoding="utf-8")
+    flags = ["--checkpoint", "x", "--crisis_phrases", str(phrases), "--crisis_phrases_only", "--crisis_semantic", "off",
+             "--crisis_message", "call someone"]
+    for parser in (serving.build_parser(), repl.build_parser()):
+        check = safety.from_flags(parser.parse_args(flags))
+        assert check.matches("I saw a purple elephant") and not check.matches("I want to die")
+        assert check.message == "call someone" and check.semantic is None
