@@ -21,14 +21,15 @@ tokens.
   after it), the API's last chunk (`finish_reason`, sent after the same check).
 
 Repeats alternate between the sides, after one warm-up each, so that a change in machine load hits
-both alike. Output: one JSON line per side (medians), then one line of API/chat ratios and the
-API's extra first-text milliseconds.
+both alike. Output: one JSON line per side (medians), then one line of API/chat ratios, the API's
+extra first-text milliseconds and the machine's 1-minute load average at the start and the end.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -128,6 +129,7 @@ def bench() -> None:
     runs: dict[str, list[tuple[float, float]]] = {"chat": [], "api": []}
     replies: dict[str, str] = {}
     threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}  # torch's thread count at startup
+    load_start = os.getloadavg()[0]  # the machine may be shared: the numbers mean little under load
     with harness.server_process(server_args, cwd=ROOT, env=threads) as server, httpx.Client(timeout=300) as client:
         for repeat in range(args.repeats + 1):
             replies["chat"], first, total = chat_timing(session)
@@ -146,6 +148,7 @@ def bench() -> None:
         "ratio": "api/chat",
         "tokens_per_s": round(api["tokens_per_s"] / chat["tokens_per_s"], 3),
         "first_text_extra_ms": round(api["first_text_ms"] - chat["first_text_ms"], 1),
+        "load_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at the start and the end
     }))
 
 

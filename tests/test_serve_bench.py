@@ -21,6 +21,7 @@ def test_one_round_of_each_side_reports_every_field(tiny_ckpt: Path) -> None:
     assert "note: the replies differ" not in result.stderr  # the same code gives the same reply
     assert abs(ratio["tokens_per_s"] - api["tokens_per_s"] / chat["tokens_per_s"]) < 0.01
     assert abs(ratio["first_text_extra_ms"] - (api["first_text_ms"] - chat["first_text_ms"])) < 0.2
+    assert len(ratio["load_1min"]) == 2
 
 
 def test_bad_repeats_is_one_line_error(tiny_ckpt: Path) -> None:
