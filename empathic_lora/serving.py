@@ -9,8 +9,9 @@
   as chat cuts it (`repl.ChatSession.fit`), so a huge body costs no more than a page (bodies over
   `--max_body_bytes` are refused with 413). A client that leaves stops its generation after the
   token being generated; a request still waiting is dropped.
-- The crisis line: when the last user message matches the crisis check (`safety.CrisisCheck`),
-  the reply comes as usual and the crisis message follows it as a last paragraph of the content
+- The crisis line: the last user message is checked after the reply, as chat checks it, by the
+  check chat's crisis flags configure (`safety.add_flags`). When it matches, the reply comes as
+  usual and the crisis message follows it as a last paragraph of the content
   ("\\n\\n" + message), so any OpenAI client shows it; the response (or, streamed, the chunk that
   carries that paragraph) also has a top-level `crisis_notice` field holding the message, which
   the page shows as a distinct notice. A crisis paragraph sent back in an `assistant` message is
