@@ -10,8 +10,12 @@ encoder's pooled context state (docs/metrics.md). Chat shows what the head reads
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torchmetrics import Metric
 from transformers import PreTrainedModel
@@ -106,3 +110,21 @@ def read_out(probs: torch.Tensor, top: int = 2) -> str:
     """`(sounds: anxious 0.62, afraid 0.21)`: the `top` likeliest labels and their probabilities."""
     values, indices = probs.topk(top)
     return "(sounds: " + ", ".join(f"{EMOTIONS[i]} {v:.2f}" for v, i in zip(values.tolist(), indices.tolist())) + ")"
+
+
+def save_head(head: nn.Linear, directory: Path) -> None:
+    """The head's weights beside an exported adapter or merged model (`HEAD_FILE`)."""
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in head.state_dict().items()}, str(directory / HEAD_FILE))
+
+
+def load_head(directory: Path, meta: dict[str, Any], hidden_size: int) -> nn.Linear | None:
+    """The exported head of `directory` when its manifest `meta` records one, else None."""
+    if "emotions" not in meta:
+        return None
+    check_labels(meta["emotions"], str(directory))
+    head = build_head(hidden_size)
+    try:
+        head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+    except (OSError, RuntimeError, SafetensorError) as error:
+        raise UserError(f"the emotion head in {directory} is unreadable ({str(error).splitlines()[0]}); export it again") from None
+    return head.eval()
