@@ -16,6 +16,9 @@ CPU). A step's time runs from the moment its process may go on to the end of the
 and collating the batch, forward, loss, backward, optimizer and scheduler, all that the training
 loop does, and nothing of the wait.
 
+`--emotion-head W` compares the project with the emotion head on (`--model.emotion_loss_weight W`)
+against the project as it trains by default, in the same lockstep, instead of against the recipe.
+
 Target tokens are counted the same way on both sides: the reply and its eos, as far as they fit in
 `--max-length`. Padded tokens are batch size x padded width. Output: one JSON line per
 implementation, then one line of project / recipe ratios.
@@ -58,6 +61,7 @@ class Settings:
     batch_size: int
     max_length: int
     precision: str
+    emotion_head: float | None = None
 
     @property
     def examples(self) -> int:
@@ -80,6 +84,7 @@ class Variant:
     num_workers: int = 0  # DataLoader workers (the DataModule's default)
     compile: bool = False  # torch.compile the decoder (the whole module trips on `self.log`)
     fused_gelu: bool = True  # False: GPT-2's own five-op `gelu_new` back in place of torch's fused kernel
+    emotion_loss_weight: float = 0.0  # > 0: the optional emotion head trained jointly
 
 
 @dataclass
@@ -161,7 +166,7 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
             clock.step_end(batch["input_ids"], (batch["labels"] != -100).sum())
 
     L.seed_everything(0, verbose=False)
-    module = EmpatheticLoRAModule(settings.model, random_init=settings.random_init)
+    module = EmpatheticLoRAModule(settings.model, random_init=settings.random_init, emotion_loss_weight=variant.emotion_loss_weight)
     data = EmpatheticDialoguesDataModule(
         settings.data_dir, format=settings.format, max_length=settings.max_length, batch_size=settings.batch_size,
         max_examples=settings.examples, group_by_length=variant.group_by_length, num_workers=variant.num_workers,
@@ -363,11 +368,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     from hf_recipe import PRECISION_FLAGS  # here, not at the top: the project's process never loads it
 
     parser.add_argument("--precision", default="32-true", choices=list(PRECISION_FLAGS), help="32-true on CPU, 16-mixed on a GPU")
+    parser.add_argument("--emotion-head", type=float, metavar="W", help="compare the project with the emotion head on "
+                        "(loss weight W > 0) against it off, instead of against the recipe")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
         raise UserError(f"--steps {args.steps} and --warmup {args.warmup} must both be at least 1")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.emotion_head is not None and args.emotion_head <= 0:
+        raise UserError(f"--emotion-head {args.emotion_head} must be above 0 (0 is the head off)")
     return Settings(**{key.replace("-", "_"): value for key, value in vars(args).items()})
 
 
@@ -376,10 +385,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     dialogues = prepare(settings)
     common = {"examples": settings.examples, **asdict(settings)}
     jobs = [(measure_project, (settings,)), (measure_recipe, (settings, dialogues))]
-    project, recipe = ({**result, **common} for result in side_by_side(jobs, settings.warmup + settings.steps))
+    if settings.emotion_head is not None:
+        head = Variant("project with the emotion head", emotion_loss_weight=settings.emotion_head)
+        jobs[1] = (measure_project, (settings, head))
+    project, other = ({**result, **common} for result in side_by_side(jobs, settings.warmup + settings.steps))
     print(json.dumps(project), flush=True)
-    print(json.dumps(recipe), flush=True)
-    print(json.dumps(ratios(project, recipe)), flush=True)
+    print(json.dumps(other), flush=True)
+    print(json.dumps(ratios(other, project) if settings.emotion_head is not None else ratios(project, other)), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from empathic_lora.download import (
     default_cache_dir,
     ensure_downloaded,
 )
+from empathic_lora.emotion import label_ids
 from empathic_lora.errors import UserError
 from empathic_lora.parsing import Row, read_split
 from empathic_lora.ranges import MaxLength, NonNegativeInt, PositiveInt
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 Format = Literal["dialogue", "seed"]
 DEFAULT_HISTORY_TURNS = 4
 # Bump when the tokenized layout or the conversation format changes, so old caches are not reused.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Collator:
 
     Labels are -100 on the prompt and on padding, the token id elsewhere: the target and the final
     eos are trained. Padding is found by position, never by `pad_id`, because pad = eos and the
-    eos label must stay.
+    eos label must stay. Items with an `emotion` class index add an `emotion` tensor.
     """
 
     pad_id: int
@@ -110,7 +111,10 @@ class Collator:
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
             labels[row, item["prompt_length"] : len(ids)] = ids[item["prompt_length"] :]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if "emotion" in items[0]:
+            batch["emotion"] = torch.tensor([item["emotion"] for item in items], dtype=torch.long)
+        return batch
 
 
 class EmpatheticDialoguesDataModule(L.LightningDataModule):
@@ -205,6 +209,7 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
 
     def _tokenize(self, split: str, path: Path) -> None:
         examples = self.examples(split)
+        emotions = label_ids([e.emotion for e in examples], str(self.raw_dir() / SPLIT_FILES[split]))
         formatter = self.formatter
         table = Dataset.from_dict({"example_index": list(range(len(examples)))})
 
@@ -218,6 +223,7 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
                 "example_index": [batch["example_index"][i] for i in kept],
                 "input_ids": [ids[i] for i in kept],
                 "prompt_length": [prompt_lengths[i] for i in kept],
+                "emotion": [emotions[batch["example_index"][i]] for i in kept],
                 "length": [len(ids[i]) for i in kept],
             }
 

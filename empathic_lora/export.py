@@ -8,6 +8,8 @@ Without `--merge`, DIR is a standard PEFT adapter directory (`adapter_config.jso
 `chat.py --checkpoint DIR` needs: the conversation-format settings, how to rebuild the base
 (a `random_init` base has no weights anywhere: rebuild it with
 `empathic_lora.base.load_model(**meta["base"])`), and the signature that proves the weights fit.
+A model trained with the emotion head also gets `emotion_head.safetensors` (a `torch.nn.Linear` on
+the final hidden state at the response cue) and the label list under `emotions` in that file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from empathic_lora import base, checkpoint, inference
+from empathic_lora import base, checkpoint, emotion, inference
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 
 BASE_KEYS = ("base_model", "gguf_file", "random_init", "init_seed", "dtype")  # what rebuilds the base
@@ -84,6 +86,9 @@ def export(
             module.model.save_pretrained(staging)
             meta["signature"] = ckpt[checkpoint.META_KEY]["signature"]
         module.tokenizer.save_pretrained(staging)
+        if module.emotion_head is not None:
+            emotion.save_head(module.emotion_head, staging)
+            meta["emotions"] = list(emotion.EMOTIONS)
         meta["files"] = sorted([p.name for p in staging.iterdir()] + [inference.EXPORT_META])
         (staging / inference.EXPORT_META).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
         for old in _previous_export_files(target):

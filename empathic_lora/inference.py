@@ -31,7 +31,7 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from empathic_lora import base, checkpoint
+from empathic_lora import base, checkpoint, emotion
 from empathic_lora.cli import RUNS, find_last_checkpoint
 from empathic_lora.data import context_turns
 from empathic_lora.errors import UserError
@@ -52,6 +52,7 @@ class InferenceModel:
     tokenizer: PreTrainedTokenizerBase
     data: dict[str, Any]  # the DataModule settings of the training run (format, history_turns, ...)
     source: Path  # the file or directory it was loaded from
+    emotion_head: torch.nn.Linear | None = None  # trained with --model.emotion_loss_weight > 0
 
     def default_history_turns(self) -> int | None:
         """The context window the model was trained with (see `data.context_turns`)."""
@@ -201,8 +202,10 @@ def load(
         else:
             model, tokenizer = _load_adapter_dir(source, meta, base_model, gguf_file)
         data = meta.get("data", {})
+        head = emotion.load_head(source, meta, model.config.hidden_size)
     else:
         module, ckpt = load_module(source, base_model, gguf_file)
         model, tokenizer, data = module.model, module.tokenizer, ckpt[checkpoint.META_KEY].get("data", {})
+        head = module.emotion_head
     log.info("loaded %s", source)
-    return InferenceModel(model.to(target).eval(), tokenizer, data, source)
+    return InferenceModel(model.to(target).eval(), tokenizer, data, source, head.to(target).eval() if head is not None else None)

@@ -12,11 +12,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.text import Perplexity
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from empathic_lora import base, checkpoint, evaluation, head, results
+from empathic_lora import base, checkpoint, emotion, evaluation, head, results
 from empathic_lora.errors import UserError
 from empathic_lora.generation import GenerationSettings
 from empathic_lora.metrics import (
@@ -76,6 +77,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         generation_metrics: list[dict[str, Any]] | None = DEFAULT_REPLY_METRICS,
         generation_every_n_epochs: PositiveInt | None = None,
         zero_shot: bool = False,
+        emotion_loss_weight: NonNegativeFloat = 0.0,
     ) -> None:
         """LoRA fine-tuning of a causal LM on listener replies.
 
@@ -113,6 +115,11 @@ class EmpatheticLoRAModule(L.LightningModule):
             generation_every_n_epochs: During fit, also generate and score replies at the
                 validations of every n-th epoch (`null`: only in validate and test).
             zero_shot: Evaluate with the adapter switched off: the untouched base model.
+            emotion_loss_weight: W > 0 adds the emotion head (`empathic_lora/emotion.py`): a
+                linear 32-way classifier of the conversation's emotion label on the final hidden
+                state at the response cue, trained jointly (loss = LM loss + W x its
+                cross-entropy) and scored as emotion_acc/emotion_f1; 0 (the reference recipe):
+                no head.
         """
         super().__init__()
         # Evaluation settings stay out of the checkpoint: LightningCLI re-applies a checkpoint's
@@ -137,6 +144,10 @@ class EmpatheticLoRAModule(L.LightningModule):
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base_signature = base.signature(self.model, self.tokenizer)
         self.supervised_head = head.supervised_head(self.model.get_base_model())
+        # Built only when on: with W = 0 the module, its random draws and its checkpoint are as before.
+        self.emotion_head = emotion.build_head(backbone.config.hidden_size) if emotion_loss_weight > 0 else None
+        if self.emotion_head is not None:
+            self.val_emotion, self.test_emotion = (self._emotion_metrics(stage) for stage in ("val", "test"))
         # Checkpoints hold only the trainable weights; the frozen base is rebuilt on load.
         self.strict_loading = False
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -153,9 +164,25 @@ class EmpatheticLoRAModule(L.LightningModule):
         # Built now so that a bad entry fails before training, not at the first evaluation.
         self.reply_metrics = build_reply_metrics(generation_metrics)
 
+    @staticmethod
+    def _emotion_metrics(stage: str) -> MetricCollection:
+        classes = len(emotion.EMOTIONS)
+        return MetricCollection(
+            {"emotion_acc": MulticlassAccuracy(classes, average="micro"),  # top-1, as the field reports it
+             "emotion_f1": MulticlassF1Score(classes, average="macro"),
+             "emotion_majority": emotion.MajorityClassRate(classes)},
+            prefix=f"{stage}/",
+        )
+
     # -- forward -------------------------------------------------------------------------------
     def supervised_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float32 logits and targets at the supervised (reply) positions only.
+        """Float32 logits and targets at the supervised (reply) positions only (see `forward_batch`)."""
+        logits, targets, _ = self.forward_batch(batch)
+        return logits, targets
+
+    def forward_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Float32 logits and targets at the supervised (reply) positions only, and with the emotion
+        head on, the final hidden state at each row's response cue (from the same forward).
 
         The vocabulary projection is applied only where a label exists: most tokens are context,
         and the LM head is about half the FLOPs of a small model. The result is exactly the
@@ -164,19 +191,30 @@ class EmpatheticLoRAModule(L.LightningModule):
         """
         labels = batch["labels"][:, 1:]
         supervised = labels != -100
+        want_cue = self.emotion_head is not None
         if self.supervised_head is None:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            return logits[:, :-1][supervised].float(), labels[supervised]
+            output = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=want_cue
+            )
+            cue = emotion.cue_states(output.hidden_states[-1], batch["labels"]) if want_cue else None
+            return output.logits[:, :-1][supervised].float(), labels[supervised], cue
         causal_lm = self.model.get_base_model()
         decoder = getattr(causal_lm, causal_lm.base_model_prefix)
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         logits = self.supervised_head(causal_lm.get_output_embeddings()(hidden[:, :-1][supervised]))
-        return logits.float(), labels[supervised]
+        cue = emotion.cue_states(hidden, batch["labels"]) if want_cue else None
+        return logits.float(), labels[supervised], cue
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        logits, targets = self.supervised_logits(batch)
+        logits, targets, cue = self.forward_batch(batch)
         loss = F.cross_entropy(logits, targets)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        size = batch["input_ids"].shape[0]
+        if cue is not None:
+            emotion_loss = F.cross_entropy(self.emotion_head(cue), batch["emotion"])
+            self.log("train/lm_loss", loss, batch_size=size)
+            self.log("train/emotion_loss", emotion_loss, batch_size=size)
+            loss = loss + self.hparams.emotion_loss_weight * emotion_loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
@@ -195,7 +233,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         self, batch: Batch, loss_metric: MeanMetric, ppl_metric: Perplexity, word_ppl_metric: WordPerplexity, stage: str
     ) -> None:
         with self._adapter_scope():
-            logits, targets = self.supervised_logits(batch)
+            logits, targets, cue = self.forward_batch(batch)
         loss_metric.update(F.cross_entropy(logits, targets), weight=targets.numel())
         ppl_metric.update(logits.unsqueeze(0), targets.unsqueeze(0))
         word_ppl_metric.update(logits, targets, words_in_labels(batch["labels"], self.tokenizer))
@@ -206,6 +244,11 @@ class EmpatheticLoRAModule(L.LightningModule):
         self.log(f"{stage}/ppl", ppl_metric, prog_bar=True, batch_size=size)
         self.log(f"{stage}/word_ppl", word_ppl_metric, batch_size=size)
         self.log(f"{stage}/word_ppl_field", field_ppl_metric, batch_size=size)
+        # Zero-shot evaluates the base without its adapter: the head was trained on other states.
+        if cue is not None and not self.zero_shot:
+            emotion_metrics = getattr(self, f"{stage}_emotion")
+            emotion_metrics.update(preds=self.emotion_head(cue), target=batch["emotion"])
+            self.log_dict(emotion_metrics, batch_size=size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_ppl, self.val_word_ppl, "val")
@@ -295,7 +338,10 @@ class EmpatheticLoRAModule(L.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def trainable_state_keys(self) -> set[str]:
-        return {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        keys = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        if self.emotion_head is not None:
+            keys |= {f"emotion_head.{name}" for name, _ in self.emotion_head.named_parameters()}
+        return keys
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
         keep = self.trainable_state_keys()
@@ -306,11 +352,14 @@ class EmpatheticLoRAModule(L.LightningModule):
             "signature": self.base_signature,
             "data": dict(datamodule.hparams) if datamodule is not None else {},
         }
+        if self.emotion_head is not None:
+            ckpt[checkpoint.META_KEY]["emotions"] = list(emotion.EMOTIONS)
 
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
         recorded = ckpt.get("hyper_parameters", {}).get("base_model", "?")
         checkpoint.check_base(ckpt[checkpoint.META_KEY]["signature"], self.base_signature, recorded, self.hparams.base_model)
         checkpoint.check_adapter_keys(
             self.trainable_state_keys(), set(ckpt["state_dict"]), "the checkpoint's adapter",
-            "check --model.r and --model.target_modules against the run that made it",
+            "check --model.r, --model.target_modules and --model.emotion_loss_weight against the run that made it",
         )
+        emotion.check_labels(ckpt[checkpoint.META_KEY].get("emotions"), "the checkpoint")

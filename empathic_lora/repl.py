@@ -1,7 +1,7 @@
 """`python chat.py`: talk to a trained model in a terminal, or through a pipe one line at a time.
 
-In a terminal: a `you>` prompt, the reply streamed after `bot>`, and the commands /help, /reset
-and /quit (Ctrl-D and Ctrl-C leave too). With stdin not a terminal: one message per line in, one
+In a terminal: a `you>` prompt, the reply streamed after `bot>`, and the commands /help, /reset,
+/emotion and /quit (Ctrl-D and Ctrl-C leave too). With stdin not a terminal: one message per line in, one
 reply per line out on stdout, everything else on stderr. `--message TEXT` answers one message.
 The conversation is prompted exactly as training formatted it (`conversation.Formatter`), from the
 last `--history_turns` turns, cut from the left to fit the model's context with the reply.
@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, TextIO, get_args
 
 import transformers
 
-from empathic_lora import inference, safety
+from empathic_lora import emotion, inference, safety
 from empathic_lora.conversation import Formatter, Turn
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import (
@@ -33,6 +33,7 @@ NO_REPLY = "(the model produced no printable reply; try rephrasing, or /reset)"
 COMMANDS = {
     "/help": "list the commands and the current generation settings",
     "/reset": "forget the conversation so far",
+    "/emotion": "what the emotion head reads in the conversation so far",
     "/quit": "leave (Ctrl-D and Ctrl-C leave too)",
 }
 # A message is cut to this many characters per token of room before it is tokenized, so that a
@@ -84,8 +85,20 @@ class ChatSession:
     def reset(self) -> None:
         self.history = []
 
+    def emotion(self, message: str | None = None) -> str:
+        """What the emotion head reads in the history (plus `message`), e.g. `(sounds: anxious 0.62, afraid
+        0.21)`, from the prompt the reply is generated from."""
+        head = self.loaded.emotion_head
+        if head is None:
+            return f"{self.loaded.source} has no emotion head (train with --model.emotion_loss_weight > 0)"
+        turns = self.history if message is None else [*self.history, Turn("speaker", message)]
+        if not turns:
+            return "no conversation yet"
+        prompt = self.formatter.encode_prompt(turns, prompt_budget(self.loaded.model, self.settings))
+        return emotion.read_out(emotion.probabilities(self.loaded.model, head, prompt))
+
     def help(self) -> str:
-        commands = "\n".join(f"  {name:<7} {text}" for name, text in COMMANDS.items())
+        commands = "\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items())
         settings = " ".join(f"{key}={value}" for key, value in asdict(self.settings).items())
         device = next(self.loaded.model.parameters()).device
         window = self.formatter.history_turns
@@ -96,8 +109,11 @@ class ChatSession:
         )
 
 
-def answer(session: ChatSession, message: str, out: TextIO, prefix: str, crisis_out: TextIO) -> str:
-    """Write the reply to `message` to `out` as it streams, on one line; the crisis line after it."""
+def answer(
+    session: ChatSession, message: str, out: TextIO, prefix: str, crisis_out: TextIO, show_emotion: bool = False
+) -> str:
+    """Write the reply to `message` to `out` as it streams, on one line; the crisis line after it.
+    `show_emotion`: the emotion head's reading first, where the crisis line goes."""
     text, cut = session.fit(message)
     if cut:
         print(
@@ -105,6 +121,8 @@ def answer(session: ChatSession, message: str, out: TextIO, prefix: str, crisis_
             f"{session.settings.max_new_tokens}-token reply; only its last {session.message_room} tokens are read",
             file=sys.stderr, flush=True,
         )
+    if show_emotion:
+        print(session.emotion(text), file=crisis_out, flush=True)
     out.write(prefix)
 
     def show(piece: str) -> None:
@@ -118,7 +136,9 @@ def answer(session: ChatSession, message: str, out: TextIO, prefix: str, crisis_
     return reply
 
 
-def converse(session: ChatSession, lines: Iterable[str], out: TextIO, interactive: bool) -> None:
+def converse(
+    session: ChatSession, lines: Iterable[str], out: TextIO, interactive: bool, show_emotion: bool = False
+) -> None:
     """Answer each line; lines starting with `/` are commands. Ends at /quit or the end of input."""
     notes = out if interactive else sys.stderr  # when piped, stdout holds replies only
     for line in lines:
@@ -134,10 +154,12 @@ def converse(session: ChatSession, lines: Iterable[str], out: TextIO, interactiv
                 print("history cleared", file=notes, flush=True)
             elif command == "/help":
                 print(session.help(), file=notes, flush=True)
+            elif command == "/emotion":
+                print(session.emotion(), file=notes, flush=True)
             else:
                 print(f"unknown command {printable(text)[:40]!r}; /help lists the commands", file=notes, flush=True)
             continue
-        answer(session, text, out, BOT if interactive else "", out if interactive else sys.stderr)
+        answer(session, text, out, BOT if interactive else "", out if interactive else sys.stderr, show_emotion)
 
 
 def typed_lines() -> Iterator[str]:
@@ -202,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint was trained with)",
     )
     parser.add_argument("--device", choices=get_args(inference.Device), default="auto", help="auto: CUDA when available")
+    parser.add_argument("--show_emotion", action="store_true", help="before each reply, what the emotion head reads "
+                        "in the conversation, e.g. (sounds: anxious 0.62, afraid 0.21); needs a model trained with one")
     gen = parser.add_argument_group("generation (greedy by default; --do_sample for sampling)")
     gen.add_argument("--max_new_tokens", type=_setting("max_new_tokens", int), default=defaults.max_new_tokens, help="longest reply, in tokens")
     gen.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
@@ -236,16 +260,19 @@ def chat(args: argparse.Namespace) -> None:
     settings = GenerationSettings(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings)})
     print(f"loading {args.checkpoint} ...", file=sys.stderr, flush=True)
     loaded = inference.load(args.checkpoint, args.base_model, args.gguf_file, args.device)
+    if args.show_emotion and loaded.emotion_head is None:
+        raise UserError(f"--show_emotion: {loaded.source} has no emotion head (train with --model.emotion_loss_weight > 0)")
     history = args.history_turns if args.history_turns is not None else loaded.default_history_turns()
     session = ChatSession(loaded, settings, history, crisis)
     if args.message is not None:
-        answer(session, args.message.strip(), sys.stdout, "", sys.stdout)
+        answer(session, args.message.strip(), sys.stdout, "", sys.stdout, args.show_emotion)
         return
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {loaded.source}; /help lists the commands, /quit leaves", flush=True)
     try:
-        converse(session, typed_lines() if interactive else piped_lines(sys.stdin.buffer), sys.stdout, interactive)
+        converse(session, typed_lines() if interactive else piped_lines(sys.stdin.buffer), sys.stdout, interactive,
+                 args.show_emotion)
     except KeyboardInterrupt:
         print(flush=True)  # Ctrl-C leaves cleanly, on a fresh line
 

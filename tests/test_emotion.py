@@ -1,0 +1,168 @@
+"""The optional emotion head: labels reach the batches, loss = LM + W x CE, W = 0 is the reference
+recipe, the head survives checkpoint, exact resume and export, chat shows it, and validate/test
+score it (tiny GPT-2 on the shipped sample)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from empathic_lora import emotion, export, inference, repl
+from empathic_lora.base import load_tokenizer
+from empathic_lora.builtin import SAMPLE_DIR
+from empathic_lora.checkpoint import META_KEY
+from empathic_lora.cli import find_last_checkpoint, main
+from empathic_lora.data import EmpatheticDialoguesDataModule
+from empathic_lora.generation import GenerationSettings
+from empathic_lora.model import EmpatheticLoRAModule
+from empathic_lora.results import RESULTS_FILE
+from empathic_lora.safety import CrisisCheck
+from test_bad_input import _data_dir, _train
+
+TINY = "builtin:tiny-gpt2"
+# A schedule that does not depend on max_steps, so a run stopped early follows the uninterrupted one's rates.
+FIT = ["fit", "--config", "configs/tiny.yaml", "--model.scheduler", "constant", "--model.warmup_steps", "10",
+       "--model.num_generation_samples", "0", "--trainer.enable_progress_bar", "false",
+       "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
+       "--trainer.limit_val_batches", "1", "--trainer.callbacks.every_n_train_steps", "1"]
+HEAD = ["--model.emotion_loss_weight", "0.5"]
+
+
+def _fit(root: Path, *extra: str) -> Path:
+    main([*FIT, "--trainer.default_root_dir", str(root), *extra])
+    return Path(find_last_checkpoint(str(root)))
+
+
+@pytest.fixture(scope="module")
+def data() -> EmpatheticDialoguesDataModule:
+    module = EmpatheticDialoguesDataModule("builtin:sample", batch_size=8, group_by_length=False, tokenizer=load_tokenizer(TINY))
+    module.setup()
+    return module
+
+
+@pytest.fixture(scope="module")
+def batch(data: EmpatheticDialoguesDataModule) -> dict[str, torch.Tensor]:
+    return next(iter(data.train_dataloader()))
+
+
+@pytest.fixture(scope="module")
+def head_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four steps with the head on, uninterrupted."""
+    return _fit(tmp_path_factory.mktemp("head"), *HEAD, "--trainer.max_steps", "4")
+
+
+def _module(weight: float) -> EmpatheticLoRAModule:
+    torch.manual_seed(0)
+    return EmpatheticLoRAModule(TINY, random_init=True, emotion_loss_weight=weight).eval()  # eval: no dropout draws
+
+
+def test_labels_reach_batches_in_the_fixed_order(data: EmpatheticDialoguesDataModule, batch: dict) -> None:
+    assert list(emotion.EMOTIONS) == sorted(emotion.EMOTIONS) and len(emotion.EMOTIONS) == 32
+    # The hand-written sample holds every one of the 32 labels, so each class is exercised.
+    assert {e.emotion for split in ("train", "val", "test") for e in data.examples(split)} == set(emotion.EMOTIONS)
+    table = data.datasets["train"]
+    expected = [emotion.EMOTIONS.index(data.examples("train")[i].emotion) for i in table["example_index"]]
+    assert table["emotion"] == expected
+    items = [table[i] for i in range(5)]
+    assert data._collator()(items)["emotion"].tolist() == expected[:5]
+    assert batch["emotion"].dtype == torch.long and batch["emotion"].shape == (batch["input_ids"].shape[0],)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer here, nothing to log to
+@pytest.mark.parametrize("supervised_head", [True, False], ids=["supervised-only head", "full forward"])
+def test_loss_is_lm_loss_plus_weighted_emotion_cross_entropy(batch: dict, supervised_head: bool) -> None:
+    module = _module(0.5)
+    if not supervised_head:  # the fallback for families whose forward changes the logits
+        module.supervised_head = None
+    with torch.no_grad():
+        output = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        lm = F.cross_entropy(output.logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+        # The cue is the last prompt token: one before the first supervised label.
+        cue = torch.tensor([int((row != -100).nonzero()[0]) - 1 for row in batch["labels"]])
+        states = output.hidden_states[-1][torch.arange(len(cue)), cue]
+        expected = lm + 0.5 * F.cross_entropy(module.emotion_head(states), batch["emotion"])
+        torch.testing.assert_close(module.training_step(batch, 0), expected)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_weight_zero_is_the_reference_recipe(batch: dict) -> None:
+    module = _module(0.0)
+    assert module.emotion_head is None
+    assert all(key.startswith("model.") and "lora_" in key for key in module.trainable_state_keys())
+    with torch.no_grad():
+        logits, targets = module.supervised_logits(batch)
+        plain = {k: v for k, v in batch.items() if k != "emotion"}
+        assert torch.equal(module.training_step(batch, 0), F.cross_entropy(logits, targets))
+        assert torch.equal(module.training_step(batch, 0), module.training_step(plain, 0))
+
+
+def test_checkpoint_and_exact_resume_keep_the_head(tmp_path: Path, head_ckpt: Path) -> None:
+    uninterrupted = torch.load(head_ckpt, weights_only=True)
+    assert {"emotion_head.weight", "emotion_head.bias"} <= set(uninterrupted["state_dict"])
+    assert uninterrupted[META_KEY]["emotions"] == list(emotion.EMOTIONS)
+    _fit(tmp_path, *HEAD, "--trainer.max_steps", "2")
+    resumed = torch.load(_fit(tmp_path, *HEAD, "--trainer.max_steps", "4", "--ckpt_path", "last"), weights_only=True)
+    assert resumed["global_step"] == uninterrupted["global_step"] == 4
+    assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
+    for key, value in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, atol=1e-6, rtol=0, msg=key)
+    start = _module(0.5).emotion_head.weight
+    assert not torch.allclose(uninterrupted["state_dict"]["emotion_head.weight"], start)  # it trained
+
+
+def test_off_leaves_the_checkpoint_as_before_and_chat_refuses_show_emotion(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = torch.load(last := _fit(tmp_path, "--trainer.max_steps", "1"), weights_only=True)
+    assert not any("emotion" in key for key in ckpt["state_dict"]) and "emotions" not in ckpt[META_KEY]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        repl.main(["--checkpoint", str(last), "--message", "hello", "--show_emotion"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].startswith("error: --show_emotion:") and "no emotion head" in err[-1]
+
+
+def test_test_logs_emotion_metrics_and_the_majority_baseline(tmp_path: Path, head_ckpt: Path) -> None:
+    main(["test", "--config", "configs/tiny.yaml", "--ckpt_path", str(head_ckpt), "--model.num_generation_samples", "0",
+          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
+    metrics = json.loads((tmp_path / "lightning_logs" / "version_0" / RESULTS_FILE).read_text())["metrics"]
+    labels = [e.emotion for e in EmpatheticDialoguesDataModule("builtin:sample").examples("test")]
+    assert metrics["test/emotion_majority"] == pytest.approx(max(Counter(labels).values()) / len(labels))
+    assert 0 <= metrics["test/emotion_f1"] <= metrics["test/emotion_acc"] + 1 and 0 <= metrics["test/emotion_acc"] <= 1
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
+def test_export_carries_the_head_and_chat_shows_it(tmp_path: Path, head_ckpt: Path, merge: bool, capsys: pytest.CaptureFixture) -> None:
+    out = export.export(str(head_ckpt), str(tmp_path / "out"), merge=merge)
+    assert (out / emotion.HEAD_FILE).is_file()
+    assert emotion.HEAD_FILE in json.loads((out / inference.EXPORT_META).read_text())["files"]
+    from_ckpt, exported = inference.load(head_ckpt, device="cpu"), inference.load(out, device="cpu")
+    settings = GenerationSettings(max_new_tokens=4)
+    sessions = [repl.ChatSession(m, settings, 4, CrisisCheck([])) for m in (from_ckpt, exported)]
+    reading = sessions[1].emotion("my dog died this morning")
+    assert reading.startswith("(sounds: ") and reading == sessions[0].emotion("my dog died this morning")
+    assert reading.split()[1] in emotion.EMOTIONS
+    capsys.readouterr()
+    repl.main(["--checkpoint", str(out), "--message", "my dog died this morning", "--show_emotion", "--max_new_tokens", "4"])
+    assert capsys.readouterr().out.splitlines()[0] == reading  # the reading comes before the reply
+    notes = io.StringIO()
+    repl.converse(sessions[1], ["/emotion", "my dog died this morning", "/emotion"], notes, interactive=True)
+    lines = notes.getvalue().splitlines()
+    assert lines[0] == "no conversation yet" and lines[-1].startswith("(sounds: ")
+
+
+def test_a_negative_weight_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    line = _train(capsys, tmp_path, "--model.emotion_loss_weight", "-0.5")
+    assert line.startswith("error: --model.emotion_loss_weight: expected NonNegativeFloat (v>=0), got -0.5")
+
+
+def test_a_label_outside_the_32_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    train = (SAMPLE_DIR / "train.csv").read_bytes().replace(b",afraid,", b",bored,")
+    line = _train(capsys, tmp_path, "--data.data_dir", str(_data_dir(tmp_path, train=train)), writes_nothing=False)
+    assert "train.csv" in line and "'bored'" in line
