@@ -85,6 +85,9 @@ class Variant:
     compile: bool = False  # torch.compile the decoder (the whole module trips on `self.log`)
     fused_gelu: bool = True  # False: GPT-2's own five-op `gelu_new` back in place of torch's fused kernel
     emotion_loss_weight: float = 0.0  # > 0: the optional emotion head trained jointly
+    module: dict[str, Any] = field(default_factory=dict)  # more `EmpatheticLoRAModule` arguments (adapter, dtype, ...)
+    data: dict[str, Any] = field(default_factory=dict)  # more `EmpatheticDialoguesDataModule` arguments
+    evaluate: bool = False  # True: after the timed steps, val/ppl and test/word_ppl of the trained model (untimed)
 
 
 @dataclass
@@ -166,11 +169,13 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
             clock.step_end(batch["input_ids"], (batch["labels"] != -100).sum())
 
     L.seed_everything(0, verbose=False)
-    module = EmpatheticLoRAModule(settings.model, random_init=settings.random_init, emotion_loss_weight=variant.emotion_loss_weight)
+    module = EmpatheticLoRAModule(
+        settings.model, random_init=settings.random_init, emotion_loss_weight=variant.emotion_loss_weight, **variant.module
+    )
     data = EmpatheticDialoguesDataModule(
         settings.data_dir, format=settings.format, max_length=settings.max_length, batch_size=settings.batch_size,
         max_examples=settings.examples, group_by_length=variant.group_by_length, num_workers=variant.num_workers,
-        tokenizer=module.tokenizer,
+        tokenizer=module.tokenizer, **variant.data,
     )
     if not variant.dynamic_padding:
         pad_id = data._collator().pad_id
@@ -191,7 +196,14 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
         gradient_clip_val=1.0,  # the recipe config's clipping, which is the HF Trainer's max_grad_norm: equal semantics
     )
     trainer.fit(module, datamodule=data)
-    return {"implementation": variant.name, **clock.result(lambda count: int(count))}
+    result = {"implementation": variant.name, **clock.result(lambda count: int(count))}
+    if variant.evaluate:
+        result["trainable_parameters"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        evaluator = L.Trainer(accelerator="auto", devices=1, precision=settings.precision, logger=False, enable_progress_bar=False,
+                              enable_model_summary=False)
+        result["val_ppl"] = round(evaluator.validate(module, datamodule=data, verbose=False)[0]["val/ppl"], 3)
+        result["test_word_ppl"] = round(evaluator.test(module, datamodule=data, verbose=False)[0]["test/word_ppl"], 3)
+    return result
 
 
 def _full_logits_step(self: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

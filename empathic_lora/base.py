@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import NewGELUActivation
@@ -17,6 +18,10 @@ from empathic_lora.builtin import BUILTIN_MODELS, TINY_GPT2
 from empathic_lora.errors import UserError
 
 log = logging.getLogger(__name__)
+
+# The names of adapter parameters, left out of the base's signature: each PEFT tuner's prefix
+# (`lora_`, `ia3_`, ...) and prompt tuning's learnt embeddings.
+ADAPTER_PARAMETER_MARKERS = (*sorted({t.prefix for t in PEFT_TYPE_TO_TUNER_MAPPING.values() if getattr(t, "prefix", None)}), "prompt_encoder.")
 
 
 def _looks_local(name: str) -> bool:
@@ -150,7 +155,7 @@ def signature(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dic
     digest = hashlib.sha256()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if "lora_" in name:
+            if any(marker in name for marker in ADAPTER_PARAMETER_MARKERS):
                 continue
             digest.update(name.removeprefix("base_model.model.").encode())
             digest.update(parameter.detach().flatten()[:64].float().cpu().numpy().tobytes())

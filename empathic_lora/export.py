@@ -4,7 +4,8 @@ adapter to anyone with transformers and peft.
 Without `--merge`, DIR is a standard PEFT adapter directory (`adapter_config.json`,
 `adapter_model.safetensors`) plus the tokenizer: `PeftModel.from_pretrained(base, DIR)`. With
 `--merge`, the adapter is folded into the base (`merge_and_unload`) and DIR is a standalone model:
-`AutoModelForCausalLM.from_pretrained(DIR)`. Either way DIR also holds `empathic_lora.json`, what
+`AutoModelForCausalLM.from_pretrained(DIR)`; methods that add no weights (prompt tuning) cannot be
+merged. A PiSSA adapter is written converted to a plain LoRA of the untouched base. Either way DIR also holds `empathic_lora.json`, what
 `chat.py --checkpoint DIR` needs: the conversation-format settings, how to rebuild the base
 (a `random_init` base has no weights anywhere: rebuild it with
 `empathic_lora.base.load_model(**meta["base"])`), and the signature that proves the weights fit.
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from empathic_lora import base, checkpoint, emotion, inference
+from empathic_lora import adapters, base, checkpoint, emotion, inference
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 
 BASE_KEYS = ("base_model", "gguf_file", "random_init", "init_seed", "dtype")  # what rebuilds the base
@@ -63,6 +64,9 @@ def export(
     if target.is_dir() and any(target.iterdir()) and not force:
         raise UserError(f"--out {target} is not empty; pass --force to write into it")
     module, ckpt = inference.load_module(source, base_model, gguf_file)
+    problem = adapters.merge_problem(module.model) if merge else None
+    if problem:
+        raise UserError(f"--merge: {problem}; export without --merge for the adapter directory")
     recorded = ckpt["hyper_parameters"]
     meta: dict[str, Any] = {
         "format_version": checkpoint.FORMAT_VERSION,
@@ -83,7 +87,7 @@ def export(
         else:
             # Where plain PEFT users (AutoPeftModelForCausalLM) look for the base.
             module.model.peft_config["default"].base_model_name_or_path = recorded["base_model"]
-            module.model.save_pretrained(staging)
+            adapters.save_pretrained(module.model, staging, module.initial_adapter)
             meta["signature"] = ckpt[checkpoint.META_KEY]["signature"]
         module.tokenizer.save_pretrained(staging)
         if module.emotion_head is not None:

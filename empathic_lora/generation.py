@@ -11,6 +11,7 @@ from transformers import (
     GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextStreamer,
 )
 
+from empathic_lora import adapters
 from empathic_lora.conversation import MARKERS, Formatter, Turn, could_become_marker, extract_reply, first_marker
 
 
@@ -86,8 +87,9 @@ def context_window(model: PreTrainedModel) -> int:
 
 
 def prompt_budget(model: PreTrainedModel, settings: GenerationSettings) -> int:
-    """Prompt tokens that fit the model's context together with the reply."""
-    return context_window(model) - settings.max_new_tokens
+    """Prompt tokens that fit the model's context together with the reply (and prompt tuning's
+    virtual tokens, which PEFT puts before the prompt)."""
+    return context_window(model) - settings.max_new_tokens - adapters.virtual_tokens(model)
 
 
 @torch.inference_mode()
@@ -133,7 +135,11 @@ def generate_replies(
     contexts: Sequence[Sequence[Turn]],
     settings: GenerationSettings,
 ) -> list[str]:
-    """One reply per context, generated as one batch (see `_generate`)."""
+    """One reply per context, generated as one batch (see `_generate`), or one at a time for prompt
+    tuning: PEFT drops the position ids there, which left padding needs (a padded prompt would be
+    shifted along the positions and answered differently)."""
+    if len(contexts) > 1 and adapters.virtual_tokens(model):
+        return [reply for turns in contexts for reply in generate_replies(model, formatter, [turns], settings)]
     output, width = _generate(model, formatter, contexts, settings)
     texts = formatter.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
     return [extract_reply(text) for text in texts]

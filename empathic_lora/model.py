@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftConfig
+from peft.utils import get_peft_model_state_dict
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.text import Perplexity
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from empathic_lora import base, checkpoint, emotion, evaluation, head, results
+from empathic_lora import adapters, base, checkpoint, emotion, evaluation, head, results
 from empathic_lora.errors import UserError
 from empathic_lora.generation import GenerationSettings
 from empathic_lora.metrics import (
@@ -36,23 +38,6 @@ log = logging.getLogger(__name__)
 EVALUATION_ARGS = ["num_generation_samples", "generation", "generation_metrics", "generation_every_n_epochs", "zero_shot"]
 
 
-def build_peft_model(
-    model: torch.nn.Module, r: int, alpha: int, dropout: float, bias: str, target_modules: list[str] | str
-) -> PeftModel:
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias, target_modules=target_modules, task_type="CAUSAL_LM"
-    )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as error:
-        if "not found in the base model" not in str(error):
-            raise
-        raise UserError(
-            f"--model.target_modules {target_modules} match no module of the base model; "
-            f"its projection layers are: {', '.join(base.linear_module_names(model))}"
-        ) from None
-
-
 class EmpatheticLoRAModule(L.LightningModule):
     def __init__(
         self,
@@ -65,6 +50,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         dropout: Probability = 0.05,
         bias: Literal["none", "all", "lora_only"] = "none",
         target_modules: list[str] | str | None = None,
+        peft: PeftConfig | None = None,
         dtype: base.DType = "float32",
         gradient_checkpointing: bool = False,
         lr: PositiveFloat = 3e-4,
@@ -79,7 +65,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         zero_shot: bool = False,
         emotion_loss_weight: NonNegativeFloat = 0.0,
     ) -> None:
-        """LoRA fine-tuning of a causal LM on listener replies.
+        """Parameter-efficient fine-tuning of a causal LM on listener replies (LoRA by default).
 
         Args:
             base_model: Hugging Face Hub id, local directory, or `builtin:tiny-gpt2`.
@@ -87,7 +73,8 @@ class EmpatheticLoRAModule(L.LightningModule):
             random_init: Build the base from its config with fresh weights drawn from
                 `init_seed` (for architecture-only directories; the checkpoint rebuilds it).
             init_seed: Seed of those fresh weights.
-            r: LoRA rank.
+            r: LoRA rank (this and the next four flags are the default adapter's shorthand; with
+                `peft` set they must stay at their defaults).
             alpha: LoRA scaling numerator (the update is scaled by alpha / r).
             dropout: Dropout on the LoRA input.
             bias: Which biases to train: `none`, `all` or `lora_only`.
@@ -95,6 +82,11 @@ class EmpatheticLoRAModule(L.LightningModule):
                 architecture (`c_attn` for GPT-2, `q_proj`/`v_proj` for Llama). PEFT's string forms
                 work too: `all-linear` (every projection but the output head), or a regular
                 expression matched against full module names (`.*\.(q|v)_proj`).
+            peft: Any other adapter, as a `peft.PeftConfig` subclass's `class_path`/`init_args`
+                (`peft.LoraConfig` with `use_dora`, `use_rslora` or `init_lora_weights: pissa`,
+                `peft.IA3Config`, `peft.PromptTuningConfig`, ...; configs/methods/ has one file
+                each). `task_type` is filled in, and `target_modules: null` is PEFT's per-architecture
+                default. `null`: the LoRA of the flags above.
             dtype: How the frozen base's weights are held: `float32`, or `bfloat16`/`float16` for
                 half the memory (`trainer.precision` still decides the compute's autocast; the
                 adapter's weights stay float32).
@@ -130,8 +122,27 @@ class EmpatheticLoRAModule(L.LightningModule):
         self.zero_shot = zero_shot
         self.tokenizer = base.load_tokenizer(base_model, gguf_file)
         backbone = base.load_model(base_model, gguf_file, random_init, init_seed, dtype)
-        targets = target_modules or base.default_target_modules(backbone)
-        self.model = build_peft_model(backbone, r, alpha, dropout, bias, targets)
+        shorthand = {"r": r, "alpha": alpha, "dropout": dropout, "bias": bias, "target_modules": target_modules}
+        defaults = {name: inspect.signature(EmpatheticLoRAModule.__init__).parameters[name].default for name in shorthand}
+        if peft is None and target_modules is None:
+            shorthand["target_modules"] = base.default_target_modules(backbone)
+        self.peft_config = adapters.resolve(peft, shorthand, defaults)
+        if isinstance(peft, PeftConfig):  # built in Python: a checkpoint must hold plain values only
+            self.hparams["peft"] = adapters.as_hparam(self.peft_config)
+        flag = "--model.peft.init_args.target_modules" if peft is not None else "--model.target_modules"
+        self.model, self.base_signature = adapters.wrap(
+            backbone, self.peft_config, lambda wrapped: base.signature(wrapped, self.tokenizer), flag
+        )
+        # PiSSA's initial adapter, which export subtracts to hand out a plain LoRA of the original base.
+        self.initial_adapter = (
+            {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+            if adapters.mutates_base(self.peft_config) else None
+        )
+        if zero_shot and self.initial_adapter is not None:
+            raise UserError(
+                f"--model.zero_shot: init_lora_weights {self.peft_config.init_lora_weights} rewrote the base's weights, "
+                "so switching the adapter off is not the base model; evaluate zero-shot without --model.peft"
+            )
         # One rule for every load path: the whole model, frozen base included, trains in train mode
         # (its own dropout on) like the reference notebook's Hugging Face Trainer, which calls
         # model.train(). `from_pretrained` (Hub, local, GGUF) returns eval mode and `from_config`
@@ -141,9 +152,13 @@ class EmpatheticLoRAModule(L.LightningModule):
         if gradient_checkpointing:
             # Non-reentrant checkpointing needs no input that requires grad, which a frozen
             # embedding never gives (the reentrant kind would silently compute no LoRA gradients).
-            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.base_signature = base.signature(self.model, self.tokenizer)
-        self.supervised_head = head.supervised_head(self.model.get_base_model())
+            self.model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if adapters.prepends_virtual_tokens(self.model):
+            log.info("%s: training with the full forward (logits at every position), because PEFT prepends its "
+                     "virtual tokens inside its own forward", self.peft_config.peft_type.value)
+            self.supervised_head = None
+        else:
+            self.supervised_head = head.supervised_head(self.model.get_base_model())
         # Built only when on: with W = 0 the module, its random draws and its checkpoint are as before.
         self.emotion_head = emotion.build_head(backbone.config.hidden_size) if emotion_loss_weight > 0 else None
         if self.emotion_head is not None:
@@ -196,8 +211,9 @@ class EmpatheticLoRAModule(L.LightningModule):
             output = self.model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=want_cue
             )
-            cue = emotion.cue_states(output.hidden_states[-1], batch["labels"]) if want_cue else None
-            return output.logits[:, :-1][supervised].float(), labels[supervised], cue
+            width = batch["input_ids"].shape[1]  # prompt tuning's virtual tokens come first: dropped
+            cue = emotion.cue_states(output.hidden_states[-1][:, -width:], batch["labels"]) if want_cue else None
+            return output.logits[:, -width:][:, :-1][supervised].float(), labels[supervised], cue
         causal_lm = self.model.get_base_model()
         decoder = getattr(causal_lm, causal_lm.base_model_prefix)
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -360,6 +376,6 @@ class EmpatheticLoRAModule(L.LightningModule):
         checkpoint.check_base(ckpt[checkpoint.META_KEY]["signature"], self.base_signature, recorded, self.hparams.base_model)
         checkpoint.check_adapter_keys(
             self.trainable_state_keys(), set(ckpt["state_dict"]), "the checkpoint's adapter",
-            "check --model.r, --model.target_modules and --model.emotion_loss_weight against the run that made it",
+            "check --model.r, --model.target_modules, --model.peft and --model.emotion_loss_weight against the run that made it",
         )
         emotion.check_labels(ckpt[checkpoint.META_KEY].get("emotions"), "the checkpoint")
