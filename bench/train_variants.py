@@ -12,6 +12,8 @@ process, all in lockstep: the same examples in the same order, timed in the same
 shared machine, peak RSS each its own. `methods` takes each config's `model:` adapter and learning
 rate (the budget comes from the flags) and, after training, evaluates val/ppl and test/word_ppl
 (untimed, all splits in full). Prints one JSON line per variant, then a Markdown table.
+`--only=NAME[,NAME]` runs just those variants (e.g. one per process, all at once, where a
+machine is too loaded for taking turns; then the examples/s are not lockstep-fair).
 """
 
 from __future__ import annotations
@@ -53,9 +55,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("methods", "loading"):
         raise UserError("the first argument must be `methods` or `loading` (then train_throughput.py's flags)")
-    which, settings = argv[0], bench.parse_args(argv[1:])
+    which, only = argv[0], [v for v in argv[1:] if v.startswith("--only=")]
+    settings = bench.parse_args([v for v in argv[1:] if v not in only])
     bench.prepare(settings)
     variants = method_variants() if which == "methods" else LOADING
+    if only:  # one variant per invocation, to run them at once on a machine too loaded for turns
+        names = only[0].removeprefix("--only=").split(",")
+        variants = [v for v in variants if v.name in names]
+        if not variants:
+            raise UserError(f"{only[0]}: no such variant")
     rows = bench.side_by_side([(bench.measure_project, (settings, variant)) for variant in variants], settings.warmup + settings.steps)
     for row in rows:
         print(json.dumps(row), flush=True)

@@ -163,8 +163,10 @@ def wrap(
     except ValueError as error:
         text = str(error)
         if "not found in the base model" in text or "specify `target_modules`" in text:
+            targets = getattr(config, "target_modules", None)
+            targets = sorted(targets) if isinstance(targets, (set, frozenset)) else targets  # PEFT keeps a list as a set
             raise UserError(
-                f"{flag} {getattr(config, 'target_modules', None)}: no module of the base model to adapt; "
+                f"{flag} {targets} match no module of the base model; "
                 f"its projection layers are: {', '.join(base.linear_module_names(backbone))}"
             ) from None
         raise UserError(f"--model.peft {type(config).__name__}: {' '.join(text.split())[:300]}") from None

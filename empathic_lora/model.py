@@ -21,7 +21,7 @@ from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_wi
 
 from empathic_lora import adapters, base, checkpoint, emotion, evaluation, head, results
 from empathic_lora.errors import UserError
-from empathic_lora.generation import GenerationSettings
+from empathic_lora.generation import GenerationSettings, context_window
 from empathic_lora.metrics import (
     DEFAULT_REPLY_METRICS,
     FieldWordPerplexity,
@@ -232,6 +232,17 @@ class EmpatheticLoRAModule(L.LightningModule):
             loss = loss + self.hparams.emotion_loss_weight * emotion_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def setup(self, stage: str) -> None:
+        # Prompt tuning's virtual tokens take positions too: an example that fits max_length alone
+        # would run past the model's context window (an index error deep in the embeddings).
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        virtual, window = adapters.virtual_tokens(self.model), context_window(self.model)
+        if virtual and datamodule is not None and datamodule.hparams.max_length + virtual > window:
+            raise UserError(
+                f"--data.max_length {datamodule.hparams.max_length} plus the {virtual} virtual tokens of --model.peft "
+                f"exceed the model's context window of {window} tokens; lower one of them"
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         # Lightning validates only at epoch or interval boundaries; a run cut short by max_steps

@@ -114,7 +114,8 @@ def test_exports_load_with_plain_peft_and_transformers_to_the_trained_model(run:
     plain = PeftModel.from_pretrained(base.load_model(**meta["base"]), str(run["adapter"])).eval()
     torch.testing.assert_close(_logits(plain, ids), expected, atol=1e-4, rtol=0)
     with plain.disable_adapter():
-        assert not torch.allclose(_logits(plain, ids), expected, atol=1e-3)  # the adapter is trained, not a no-op
+        # Trained, not a no-op (IA3's vectors move least in three steps: about 1e-4 of the logits).
+        assert (_logits(plain, ids) - expected).abs().max() > 1e-5
     if run["merged"] is not None:
         merged = inference.load(run["merged"], device="cpu").model
         assert not isinstance(merged, PeftModel)
@@ -203,3 +204,10 @@ def test_prompt_tuning_generates_unpadded(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setattr(generation, "_generate", lambda model, formatter, batch, *rest: calls.append(len(batch)) or real(model, formatter, batch, *rest))
         replies = generate_replies(module.model, Formatter(module.tokenizer, None), contexts, GenerationSettings(max_new_tokens=2))
         assert calls == widths and len(replies) == 2
+
+
+def test_virtual_tokens_past_the_context_window_are_a_one_line_error(tmp_path: Path) -> None:
+    peft = json.dumps({"class_path": "peft.PromptTuningConfig", "init_args": {"num_virtual_tokens": 200}})
+    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--model.r", "8", "--model.target_modules", "null",
+                        "--model.peft", peft, "--trainer.default_root_dir", str(tmp_path))  # tiny: 256 positions
+    assert_one_line_error(result, "--data.max_length 128", "200 virtual tokens", "256")
