@@ -199,10 +199,11 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
     result = {"implementation": variant.name, **clock.result(lambda count: int(count))}
     if variant.evaluate:
         result["trainable_parameters"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        evaluator = L.Trainer(accelerator="auto", devices=1, precision=settings.precision, logger=False, enable_progress_bar=False,
-                              enable_model_summary=False)
-        result["val_ppl"] = round(evaluator.validate(module, datamodule=data, verbose=False)[0]["val/ppl"], 3)
-        result["test_word_ppl"] = round(evaluator.test(module, datamodule=data, verbose=False)[0]["test/word_ppl"], 3)
+        with tempfile.TemporaryDirectory() as results_dir:  # where validate/test write their results.json
+            evaluator = L.Trainer(accelerator="auto", devices=1, precision=settings.precision, logger=False,
+                                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=results_dir)
+            result["val_ppl"] = round(evaluator.validate(module, datamodule=data, verbose=False)[0]["val/ppl"], 3)
+            result["test_word_ppl"] = round(evaluator.test(module, datamodule=data, verbose=False)[0]["test/word_ppl"], 3)
     return result
 
 
