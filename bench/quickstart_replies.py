@@ -1,5 +1,6 @@
 """Replies of a trained checkpoint to ten varied one-line messages, zero-shot (adapter switched off)
-beside fine-tuned, decoded exactly as `chat.py` decodes them (greedy, its default 64-token limit).
+beside fine-tuned, decoded exactly as `chat.py` decodes them (greedy, or `--num_beams N` as chat's flag;
+its default 64-token limit).
 
     python bench/quickstart_replies.py --checkpoint runs/quickstart
 
@@ -18,7 +19,7 @@ import torch
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from empathic_lora import inference
 from empathic_lora.conversation import Formatter, Turn
-from empathic_lora.errors import ArgumentParser, run_cli
+from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.generation import GenerationSettings, generate_replies, printable
 
 # Written for this project: work, loss, joy, hurt, worry, anger, loneliness, pride, guilt, fear.
@@ -46,10 +47,14 @@ def main() -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="what chat.py --checkpoint takes")
     parser.add_argument("--no-zero-shot", action="store_true", help="only the fine-tuned replies (the slow part is the base's)")
+    parser.add_argument("--num_beams", type=int, default=1, help="decode as chat.py --num_beams does (1: greedy)")
     args = parser.parse_args()
+    try:
+        settings = GenerationSettings(num_beams=args.num_beams)
+    except ValueError as problem:
+        raise UserError(f"--{problem}") from None
     loaded = inference.load(args.checkpoint, device="cpu")
     formatter = Formatter(loaded.tokenizer, loaded.default_history_turns())
-    settings = GenerationSettings()
     contexts = [[Turn("speaker", message)] for message in MESSAGES]
 
     def replies() -> list[tuple[str, int]]:

@@ -1,4 +1,4 @@
-"""The training-throughput benchmark runs end to end and reports every field (numbers not judged)."""
+"""The benchmarks run end to end and report every field (numbers not judged)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,11 @@ def test_two_steps_of_each_implementation_report_every_field(ed_dir: Path, disti
 def test_bad_step_count_is_one_line_error(ed_dir: Path, distilgpt2_dir: Path) -> None:
     result = run_python(SCRIPT, "--model", str(distilgpt2_dir), "--data-dir", str(ed_dir), "--steps", "0")
     assert_one_line_error(result, "--steps 0")
+
+
+def test_quickstart_replies_table_decodes_as_chat(tiny_ckpt: Path) -> None:
+    beams = run_python("bench/quickstart_replies.py", "--checkpoint", str(tiny_ckpt), "--no-zero-shot", "--num_beams", "2")
+    assert beams.returncode == 0, beams.stderr[-2000:]
+    rows = [line for line in beams.stdout.splitlines() if line.startswith("| I") or line.startswith("| My")]
+    assert len(rows) == 10 and all("(not run)" in row for row in rows)
+    assert_one_line_error(run_python("bench/quickstart_replies.py", "--checkpoint", str(tiny_ckpt), "--num_beams", "0"), "--num_beams")
