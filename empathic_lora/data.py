@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,11 +235,19 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
             raise UserError(
                 f"--data.max_length {self.hparams.max_length} is smaller than every target in the {split} split"
             )
-        staging = path.with_name(path.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        table.save_to_disk(str(staging))
-        (staging / "empathic_lora.json").write_text(json.dumps({"examples": len(examples), "dropped": dropped}))
-        staging.replace(path)
+        # A staging directory of its own, renamed into place: two runs sharing the cache (or parallel
+        # test workers) may tokenize the same split at once, and the first one to finish wins.
+        staging = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=path.parent))
+        try:
+            table.save_to_disk(str(staging))
+            (staging / "empathic_lora.json").write_text(json.dumps({"examples": len(examples), "dropped": dropped}))
+            try:
+                staging.replace(path)
+            except OSError:
+                if not (path / "empathic_lora.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _load(self, split: str) -> Dataset:
         path = self._cache_path(split)

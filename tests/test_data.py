@@ -32,6 +32,20 @@ def test_second_run_reuses_the_tokenized_cache(tokenizer, tmp_path: Path, monkey
     assert calls  # another max_length is another cache entry
 
 
+def test_a_split_cached_by_another_process_meanwhile_is_kept(tokenizer, tmp_path: Path) -> None:
+    """Two runs sharing the cache tokenize the same split at once: the one that finishes second
+    neither fails nor disturbs the first one's entry, and leaves no staging directory behind."""
+    first = _datamodule(tokenizer, tmp_path, max_length=128)
+    path = first._cache_path("train")
+    stamp = (path / "empathic_lora.json").stat().st_mtime_ns
+    late = EmpatheticDialoguesDataModule(data_dir="builtin:sample", cache_dir=str(tmp_path), tokenizer=tokenizer, max_length=128)
+    late._tokenize("train", path)  # as if it had started before the first one's rename
+    assert (path / "empathic_lora.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in path.parent.iterdir()] == ["train"]  # no staging directory left
+    late.setup("fit")
+    assert late.datasets["train"]["input_ids"] == first.datasets["train"]["input_ids"]
+
+
 def test_batches_are_padded_to_their_longest_example(tokenizer, tmp_path: Path) -> None:
     dm = _datamodule(tokenizer, tmp_path, max_length=128, batch_size=4)
     lengths = []
