@@ -91,19 +91,15 @@ class MajorityClassRate(Metric):
         return self.counts.max().double() / self.counts.sum().clamp(min=1)
 
 
-def _decoder(model: PreTrainedModel) -> nn.Module:
-    """The transformer under the LM head, of a PeftModel (adapter applied) or a plain causal LM."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(causal_lm, causal_lm.base_model_prefix)
-
-
 @torch.no_grad()
 def probabilities(model: PreTrainedModel, head: nn.Linear, prompt_ids: Sequence[int]) -> torch.Tensor:
     """The head's distribution over `EMOTIONS` for one prompt that ends with the response cue."""
     device = head.weight.device
     ids = torch.tensor([list(prompt_ids)], device=device)
-    hidden = _decoder(model)(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-    return head(hidden[0, -1].float()).softmax(dim=-1)
+    # The model's own forward, as training's for an adapter that prepends virtual tokens (prompt
+    # tuning); the cue stays the last position. One logit is enough: only the hidden state is read.
+    output = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, logits_to_keep=1)
+    return head(output.hidden_states[-1][0, -1].float()).softmax(dim=-1)
 
 
 def read_out(probs: torch.Tensor, top: int = 2) -> str:

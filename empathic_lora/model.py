@@ -64,6 +64,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         generation_every_n_epochs: PositiveInt | None = None,
         zero_shot: bool = False,
         emotion_loss_weight: NonNegativeFloat = 0.0,
+        emotion_lr: PositiveFloat | None = None,
     ) -> None:
         """Parameter-efficient fine-tuning of a causal LM on listener replies (LoRA by default).
 
@@ -112,6 +113,9 @@ class EmpatheticLoRAModule(L.LightningModule):
                 state at the response cue, trained jointly (loss = LM loss + W x its
                 cross-entropy) and scored as emotion_acc/emotion_f1; 0 (the reference recipe):
                 no head.
+            emotion_lr: The emotion head's own AdamW learning rate (`null`: `lr`). The head starts
+                from random weights while the adapter starts as a no-op, so it usually wants a
+                larger one (docs/results.md measures both).
         """
         super().__init__()
         # Evaluation settings stay out of the checkpoint: LightningCLI re-applies a checkpoint's
@@ -161,6 +165,9 @@ class EmpatheticLoRAModule(L.LightningModule):
             self.supervised_head = head.supervised_head(self.model.get_base_model())
         # Built only when on: with W = 0 the module, its random draws and its checkpoint are as before.
         self.emotion_head = emotion.build_head(backbone.config.hidden_size) if emotion_loss_weight > 0 else None
+        if emotion_lr is not None and self.emotion_head is None:
+            raise UserError(f"--model.emotion_lr {emotion_lr} sets the emotion head's learning rate, but there is no head: "
+                            "set --model.emotion_loss_weight > 0 too")
         if self.emotion_head is not None:
             self.val_emotion, self.test_emotion = (self._emotion_metrics(stage) for stage in ("val", "test"))
         # Checkpoints hold only the trainable weights; the frozen base is rebuilt on load.
@@ -351,8 +358,11 @@ class EmpatheticLoRAModule(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        head = set(self.emotion_head.parameters()) if self.emotion_head is not None else set()
+        groups = [{"params": [p for p in self.parameters() if p.requires_grad and p not in head]}]
+        if head:
+            groups.append({"params": list(self.emotion_head.parameters()), "lr": self.hparams.emotion_lr or self.hparams.lr})
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = self.hparams.warmup_steps
         if self.hparams.scheduler == "cosine":

@@ -8,6 +8,7 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -166,3 +167,44 @@ def test_a_label_outside_the_32_is_one_line(capsys: pytest.CaptureFixture, tmp_p
     train = (SAMPLE_DIR / "train.csv").read_bytes().replace(b",afraid,", b",bored,")
     line = _train(capsys, tmp_path, "--data.data_dir", str(_data_dir(tmp_path, train=train)), writes_nothing=False)
     assert "train.csv" in line and "'bored'" in line
+
+
+def test_the_head_has_its_own_learning_rate_and_the_schedule_scales_both(tmp_path: Path) -> None:
+    module = EmpatheticLoRAModule(TINY, random_init=True, emotion_loss_weight=0.5, lr=1e-3, emotion_lr=5e-2,
+                                  warmup_steps=2, scheduler="linear")
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10)  # all configure_optimizers reads
+    optimizers = module.configure_optimizers()
+    optimizer, schedule = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    adapter, head = optimizer.param_groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in module.emotion_head.parameters()}
+    assert not {id(p) for p in adapter["params"]} & {id(p) for p in head["params"]}
+    assert len(adapter["params"]) == sum(p.requires_grad for p in module.model.parameters())
+    schedule.step()  # step 1 of 2 warm-up steps: half of each group's own rate
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([5e-4, 2.5e-2])
+
+
+def test_the_head_follows_lr_unless_told_and_a_head_rate_without_a_head_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    module = EmpatheticLoRAModule(TINY, random_init=True, emotion_loss_weight=0.5, lr=2e-3)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10)
+    assert [g["lr"] for g in module.configure_optimizers()["optimizer"].param_groups] == [2e-3, 2e-3]
+    line = _train(capsys, tmp_path, "--model.emotion_lr", "0.01")
+    assert line.startswith("error: --model.emotion_lr 0.01 sets the emotion head's learning rate, but there is no head")
+
+
+
+@pytest.mark.parametrize("peft", [None, {"class_path": "peft.PromptTuningConfig", "init_args": {"num_virtual_tokens": 4}}],
+                         ids=["lora", "prompt_tuning"])
+def test_chat_reads_the_head_from_the_state_training_fed_it(batch: dict[str, torch.Tensor], peft: dict | None) -> None:
+    """Prompt tuning's virtual tokens come first in training's forward; chat's read-out must see them too."""
+    torch.manual_seed(0)
+    module = EmpatheticLoRAModule(TINY, random_init=True, emotion_loss_weight=0.5, peft=peft).eval()
+    if peft is not None:  # a trained prompt, not PEFT's initial one, so that the virtual tokens matter
+        module.model.prompt_encoder.default.embedding.weight.data.normal_()
+    row = {k: v[:1] for k, v in batch.items()}
+    width = int(row["attention_mask"].sum())
+    row = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in row.items()}
+    with torch.no_grad():
+        _, _, cue = module.forward_batch(row)
+        trained = module.emotion_head(cue)[0].softmax(-1)
+    prompt = row["input_ids"][0, : int(emotion.cue_positions(row["labels"])[0]) + 1].tolist()
+    torch.testing.assert_close(emotion.probabilities(module.model, module.emotion_head, prompt), trained, atol=1e-5, rtol=0)
