@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,10 +211,17 @@ def test_the_phrase_list_is_configurable(tmp_path: Path) -> None:
 
 
 # -- the command line: pseudo-terminal, pipe, one message ------------------------------------------
+def _as_a_terminal_job() -> None:
+    """Ctrl-C at its default, as an interactive shell starts a foreground job. A pytest launched in
+    the background (`pytest &`, nohup, some CI runners) ignores SIGINT, every child inherits that,
+    and Python then installs no KeyboardInterrupt handler: the Ctrl-C session would wait forever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(ckpt: Path) -> pexpect.spawn:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
     return pexpect.spawn(sys.executable, ["chat.py", "--checkpoint", str(ckpt)], cwd=str(ROOT), env=env,
-                         encoding="utf-8", timeout=180, dimensions=(40, 300))
+                         encoding="utf-8", timeout=180, dimensions=(40, 300), preexec_fn=_as_a_terminal_job)
 
 
 def _expect_clean_exit(child: pexpect.spawn) -> None:
