@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -17,10 +18,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMPATHIC_LORA_SHARED", ROOT.parent / "shared"))
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in one pytest-xdist worker per core (pyproject's addopts): a worker's own
+    # threads would only compete with the other workers' and with their subprocesses'. Set before
+    # torch is first imported, which reads it.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """`name` in the directory all xdist workers of this run share (without xdist: the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    directory = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache per test session: downloads and tokenized data are reused across tests."""
-    cache = tmp_path_factory.mktemp("cache")
+    """One cache per test run, shared by its workers: downloads, tokenized data and the converted
+    SmolLM2 are built once (the cache's writers stage and rename, so workers may race safely)."""
+    cache = _shared(tmp_path_factory, "cache")
     os.environ["EMPATHIC_LORA_CACHE"] = str(cache)
     return cache
 
@@ -67,11 +84,14 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Six epochs: fewer leave the tiny model answering some messages with eos alone.
     """
-    root = tmp_path_factory.mktemp("tiny")
-    result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--trainer.max_epochs", "6",
-                        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    root = _shared(tmp_path_factory, "tiny")
+    ckpt = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    with FileLock(root.with_suffix(".lock")):  # trained by the first worker that asks, once
+        if not ckpt.is_file():
+            result = run_python("train.py", "fit", "--config", "configs/tiny.yaml", "--trainer.max_epochs", "6",
+                                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root))
+            assert result.returncode == 0, result.stderr[-3000:]
+    return ckpt
 
 
 def run_python(*args: str, timeout: float = 600, input: str | bytes | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
