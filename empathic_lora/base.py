@@ -14,6 +14,7 @@ from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import NewGELUActivation
 
+from empathic_lora import gguf
 from empathic_lora.builtin import BUILTIN_MODELS, TINY_GPT2
 from empathic_lora.errors import UserError
 
@@ -42,8 +43,10 @@ def _source(base_model: str, gguf_file: str | None) -> tuple[str, dict[str, Any]
                 raise UserError(f"--model.gguf_file {gguf_file} is not a file in {base_model}")
         elif not (path / "config.json").is_file():
             raise UserError(f"--model.base_model {base_model} has no config.json (for a GGUF model pass --model.gguf_file)")
+        if gguf_file is not None:  # converted once; every later load of the file takes seconds
+            return str(_load("GGUF file", base_model, lambda: gguf.plain_directory(path / gguf_file))), kwargs
     if gguf_file is not None:
-        kwargs["gguf_file"] = gguf_file
+        kwargs["gguf_file"] = gguf_file  # a Hub repository's GGUF file: transformers downloads and reads it
     return base_model, kwargs
 
 

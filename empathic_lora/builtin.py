@@ -12,23 +12,18 @@ Checkpoints record these names, not a path, so they load on any machine that has
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import tokenizers
-import torch
-import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, PreTrainedTokenizerFast
+from transformers import GPT2Config, PreTrainedTokenizerFast
 
+from empathic_lora import gguf
 from empathic_lora.conversation import MARKERS
-from empathic_lora.download import default_cache_dir
 from empathic_lora.errors import UserError
 from empathic_lora.parsing import read_split
 
@@ -65,25 +60,10 @@ def _build(directory: Path) -> None:
     config.save_pretrained(directory)
 
 
-def _cached(name: str, key: str, build: Callable[[Path], None], cache_dir: Path | None) -> Path:
-    """`cache/builtin/NAME-KEY`, built by `build` into a staging directory once, then renamed into place."""
-    directory = (cache_dir or default_cache_dir()) / "builtin" / f"{name}-{key}"
-    if not (directory / "config.json").is_file():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=directory.parent))
-        try:
-            build(staging)
-            if not directory.exists():  # another process may have built it meanwhile
-                staging.replace(directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
 def tiny_gpt2_dir(cache_dir: Path | None = None) -> Path:
     """The directory of `builtin:tiny-gpt2`, built once per sample and tokenizers version."""
     sample_hash = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SAMPLE_DIR.glob("*.csv"))))
-    return _cached("tiny-gpt2", f"{sample_hash.hexdigest()[:16]}-tokenizers{tokenizers.__version__}", _build, cache_dir)
+    return gguf.cached_build("tiny-gpt2", f"{sample_hash.hexdigest()[:16]}-tokenizers{tokenizers.__version__}", _build, cache_dir)
 
 
 def smollm2_gguf() -> Path:
@@ -98,33 +78,10 @@ def smollm2_gguf() -> Path:
     return gguf
 
 
-def _convert_smollm2(directory: Path) -> None:
-    gguf = smollm2_gguf()
-    load = {"gguf_file": gguf.name, "trust_remote_code": False}
-    AutoTokenizer.from_pretrained(gguf.parent, **load).save_pretrained(directory)
-    dequantized = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **load)
-    # transformers refuses to save a model it loaded from GGUF, though its weights are already
-    # plain float32: move them into the same architecture built without the GGUF marker.
-    config = dequantized.config
-    del config.quantization_config
-    with torch.device("meta"):  # no random init: every weight comes from the GGUF
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(dequantized.state_dict(), assign=True)
-    plain.tie_weights()
-    plain.save_pretrained(directory)
-
-
 def smollm2_dir(cache_dir: Path | None = None) -> Path:
-    """`builtin:smollm2-135m-instruct` as a plain transformers directory (float32 safetensors).
-
-    Reading the GGUF costs about a minute on 2 CPU cores (transformers parses its 49k-token
-    vocabulary and maps tensor names in Python, then dequantizes); saving the result once makes
-    every later load (training, chat, export, test) take seconds. The weights are the GGUF's,
-    dequantized exactly as `from_pretrained(gguf_file=...)` does.
-    """
-    gguf = smollm2_gguf()
-    key = f"{importlib.metadata.version(SMOLLM2_WHEEL.split('==')[0])}-{gguf.stat().st_size}-transformers{transformers.__version__}"
-    return _cached("smollm2-135m-instruct", key, _convert_smollm2, cache_dir)
+    """`builtin:smollm2-135m-instruct` as a plain transformers directory (float32 safetensors),
+    converted from the wheel's GGUF once, as any local GGUF base is (`empathic_lora.gguf`)."""
+    return gguf.plain_directory(smollm2_gguf(), cache_dir)
 
 
 BUILTIN_MODELS: dict[str, Callable[[], Path]] = {TINY_GPT2: tiny_gpt2_dir, SMOLLM2: smollm2_dir}

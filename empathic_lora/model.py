@@ -70,7 +70,8 @@ class EmpatheticLoRAModule(L.LightningModule):
 
         Args:
             base_model: Hugging Face Hub id, local directory, or `builtin:tiny-gpt2`.
-            gguf_file: Load the base from this GGUF file inside the `base_model` directory.
+            gguf_file: Load the base from this GGUF file inside the `base_model` directory (a local
+                file is dequantized once into the cache, `empathic_lora/gguf.py`).
             random_init: Build the base from its config with fresh weights drawn from
                 `init_seed` (for architecture-only directories; the checkpoint rebuilds it).
             init_seed: Seed of those fresh weights.

@@ -1,12 +1,16 @@
-"""The loaded base model computes what the original architecture computes."""
+"""The loaded base model computes what the original architecture computes, and a GGUF base is read once."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import NewGELUActivation
 
-from empathic_lora import base
+from empathic_lora import base, gguf
 from empathic_lora.builtin import TINY_GPT2
 
 
@@ -21,3 +25,23 @@ def test_fused_gelu_base_matches_the_original_architecture() -> None:
     ids = torch.randint(0, fused.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(fused(input_ids=ids).logits, original(input_ids=ids).logits, atol=1e-5)
+
+
+def test_a_local_gguf_base_is_converted_once_to_the_same_weights(smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load converts the GGUF into the cache; later loads read the copy, which holds
+    exactly the weights and vocabulary transformers' own GGUF load gives (so the base signature,
+    and every checkpoint made on the GGUF before, still match)."""
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = base.load_tokenizer(str(smollm2_dir), name)
+    monkeypatch.setattr(gguf, "convert", lambda *args: pytest.fail("the GGUF file was converted again"))
+    model = base.load_model(str(smollm2_dir), name)
+    cached = gguf.plain_directory(smollm2_dir / name)
+    assert "quantization_config" not in json.loads((cached / "config.json").read_text())
+
+    direct = AutoModelForCausalLM.from_pretrained(smollm2_dir, gguf_file=name, dtype=torch.float32)
+    assert model.state_dict().keys() == direct.state_dict().keys()
+    for key, value in direct.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    direct_tokenizer = AutoTokenizer.from_pretrained(smollm2_dir, gguf_file=name)
+    assert tokenizer.get_vocab() == direct_tokenizer.get_vocab()
+    assert base.signature(model, tokenizer) == base.signature(direct, direct_tokenizer)
