@@ -23,6 +23,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, PreTrainedTokenizerFast
 
 from empathic_lora import gguf
+from empathic_lora.cache import cached_build
 from empathic_lora.conversation import MARKERS
 from empathic_lora.errors import UserError
 from empathic_lora.parsing import read_split
@@ -63,7 +64,7 @@ def _build(directory: Path) -> None:
 def tiny_gpt2_dir(cache_dir: Path | None = None) -> Path:
     """The directory of `builtin:tiny-gpt2`, built once per sample and tokenizers version."""
     sample_hash = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SAMPLE_DIR.glob("*.csv"))))
-    return gguf.cached_build("tiny-gpt2", f"{sample_hash.hexdigest()[:16]}-tokenizers{tokenizers.__version__}", _build, cache_dir)
+    return cached_build("tiny-gpt2", f"{sample_hash.hexdigest()[:16]}-tokenizers{tokenizers.__version__}", _build, cache_dir)
 
 
 def smollm2_gguf() -> Path:

@@ -6,8 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from empathic_lora.builtin import SAMPLE, SAMPLE_DIR
+from empathic_lora.cache import publish
 from empathic_lora.conversation import Formatter, Turn
 from empathic_lora.download import (
     OFFICIAL_SHA256,
@@ -235,19 +234,12 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
             raise UserError(
                 f"--data.max_length {self.hparams.max_length} is smaller than every target in the {split} split"
             )
-        # A staging directory of its own, renamed into place: two runs sharing the cache (or parallel
-        # test workers) may tokenize the same split at once, and the first one to finish wins.
-        staging = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=path.parent))
-        try:
+
+        def write(staging: Path) -> None:
             table.save_to_disk(str(staging))
             (staging / "empathic_lora.json").write_text(json.dumps({"examples": len(examples), "dropped": dropped}))
-            try:
-                staging.replace(path)
-            except OSError:
-                if not (path / "empathic_lora.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        publish(path, write)  # two runs sharing the cache may tokenize the same split at once
 
     def _load(self, split: str) -> Dataset:
         path = self._cache_path(split)

@@ -11,31 +11,13 @@ files) makes every later load take seconds. The weights are exactly the GGUF's a
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from empathic_lora.download import default_cache_dir
-
-
-def cached_build(name: str, key: str, build: Callable[[Path], None], cache_dir: Path | None = None) -> Path:
-    """`cache/builtin/NAME-KEY`, built by `build` into a staging directory once, then renamed into place."""
-    directory = (cache_dir or default_cache_dir()) / "builtin" / f"{name}-{key}"
-    if not (directory / "config.json").is_file():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=directory.parent))
-        try:
-            build(staging)
-            if not directory.exists():  # another process may have built it meanwhile
-                staging.replace(directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return directory
+from empathic_lora.cache import cached_build
 
 
 def convert(gguf: Path, directory: Path) -> None:
