@@ -5,7 +5,8 @@ A PATH is one of:
 - a replies file (`.jsonl`, one JSON object per line with `reply` and `reference`, and `context`
   and `emotion` when known; a run's samples.jsonl is one): scored with the same reply metrics as
   `train.py test` (`--config` reads them from the same YAML key), one row per file;
-- a run directory or its results.json (written by `train.py validate|test`): its metrics, one row
+- a run directory, its results.json (written by `train.py validate|test`), or the
+  `--trainer.default_root_dir` above it (its newest run): its metrics, one row
   per run, runs that differ only by seed aggregated into one row as mean ± sd.
 
 Metrics that are a mean over replies (ROUGE-L, length, intra Distinct) get a 95% bootstrap interval
@@ -27,6 +28,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import ROUGEScore
 
 from empathic_lora import evaluation, results
+from empathic_lora.cli import RUNS
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.metrics import DEFAULT_REPLY_METRICS, build_reply_metrics
 
@@ -134,10 +136,16 @@ def replies_row(path: Path, specs: Sequence[dict[str, Any]], resamples: int) -> 
 
 
 def load_results(path: Path) -> tuple[Path, dict[str, Any]]:
-    """A run's results.json, given the file or its run directory."""
+    """A run's results.json, given the file, its run directory, or the `--trainer.default_root_dir`
+    above it (its newest run: what `--ckpt_path last` and chat's `--checkpoint` also read there)."""
     file = path / results.RESULTS_FILE if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        runs = sorted((path / RUNS).glob(f"version_*/{results.RESULTS_FILE}"), key=lambda p: p.stat().st_mtime)
+        file = runs[-1] if runs else file
     if not file.is_file():
-        raise UserError(f"{path}: no {results.RESULTS_FILE} (`train.py validate|test` writes one in its run directory)")
+        raise UserError(
+            f"{path}: no {results.RESULTS_FILE} in it or in {RUNS}/version_*/ (`train.py validate|test` writes one in its run directory)"
+        )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

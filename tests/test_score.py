@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -120,6 +121,18 @@ def test_runs_that_differ_only_by_seed_are_one_row_of_mean_and_sd(tmp_path: Path
     assert len(lines) == 3, out
     assert "(seeds 0, 1, 2)" in lines[1] and "0.2 ± 0.1" in lines[1] and "31 ± 1" in lines[1]
     assert lines[2].startswith(str(tmp_path / "other")) and "0.5" in lines[2]
+
+
+def test_a_root_directory_is_its_newest_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The `--trainer.default_root_dir` a user passed to test, as `--ckpt_path last` reads it."""
+    for version, bleu, mtime in ((0, 0.125, 2_000_000_000), (1, 0.375, 1_000_000_000)):  # version_0 is the newer
+        run = tmp_path / "lightning_logs" / f"version_{version}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(_results(0, bleu)))
+        os.utime(run / "results.json", (mtime, mtime))
+    main([str(tmp_path)])
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.startswith(str(tmp_path / "lightning_logs" / "version_0")) and "0.125" in row
 
 
 def test_a_replies_file_from_another_system_needs_only_reply_and_reference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
