@@ -55,12 +55,18 @@ def default_loggers(root_dir: str) -> list[Logger]:
     return loggers
 
 
+def newest_run_file(root_dir: str | Path, pattern: str) -> Path | None:
+    """The most recently written `ROOT/lightning_logs/version_*/PATTERN`: what a run root stands for."""
+    candidates = sorted(Path(root_dir, RUNS).glob(f"version_*/{pattern}"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
 def find_last_checkpoint(root_dir: str) -> str:
     """The newest `last.ckpt` of any run under `root_dir`, for `--ckpt_path last`."""
-    candidates = sorted(Path(root_dir, RUNS).glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
+    found = newest_run_file(root_dir, "checkpoints/last*.ckpt")
+    if found is None:
         raise UserError(f"--ckpt_path last: no last.ckpt under {Path(root_dir, RUNS)}/version_*/checkpoints")
-    return str(candidates[-1])
+    return str(found)
 
 
 class EmpathicCLI(LightningCLI):

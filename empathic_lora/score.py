@@ -28,7 +28,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import ROUGEScore
 
 from empathic_lora import evaluation, results
-from empathic_lora.cli import RUNS
+from empathic_lora.cli import RUNS, newest_run_file
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.metrics import DEFAULT_REPLY_METRICS, build_reply_metrics
 
@@ -140,8 +140,7 @@ def load_results(path: Path) -> tuple[Path, dict[str, Any]]:
     above it (its newest run: what `--ckpt_path last` and chat's `--checkpoint` also read there)."""
     file = path / results.RESULTS_FILE if path.is_dir() else path
     if path.is_dir() and not file.is_file():
-        runs = sorted((path / RUNS).glob(f"version_*/{results.RESULTS_FILE}"), key=lambda p: p.stat().st_mtime)
-        file = runs[-1] if runs else file
+        file = newest_run_file(path, results.RESULTS_FILE) or file
     if not file.is_file():
         raise UserError(
             f"{path}: no {results.RESULTS_FILE} in it or in {RUNS}/version_*/ (`train.py validate|test` writes one in its run directory)"
