@@ -28,8 +28,8 @@ from transformers import PreTrainedModel, TextStreamer
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from empathic_lora.conversation import Formatter, Turn
 from empathic_lora.errors import ArgumentParser
-from empathic_lora.generation import GenerationSettings, prompt_budget
-from empathic_lora.model import EmpatheticLoRAModule
+from empathic_lora.lm.decoding import GenerationSettings, prompt_budget
+from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
 CONVERSATION = [
     Turn("speaker", "I have three deadlines this week and my manager just added another project."),

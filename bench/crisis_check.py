@@ -24,7 +24,7 @@ from pathlib import Path
 # Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
-from empathic_lora.safety import CrisisCheck
+from empathic_lora.safety.crisis_check import CrisisCheck
 
 SET_DIR = Path(__file__).resolve().parent / "crisis_set"
 PARTS = {
@@ -157,9 +157,10 @@ def main() -> None:
     patterns = CrisisCheck()
     report("patterns", patterns.matches, examples, args.repeats, args.misses)
     if args.semantic:
-        from empathic_lora import crisis_semantic
+        from empathic_lora.safety import semantic_layer
+        from empathic_lora.safety.crisis_check import sentences
 
-        layer = crisis_semantic.load()
+        layer = semantic_layer.SemanticLayer(sentences)
         report("semantic alone", layer, examples, args.repeats, args.misses)
         report("patterns + semantic", CrisisCheck(semantic=layer).matches, examples, args.repeats, args.misses)
 

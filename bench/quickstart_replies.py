@@ -17,10 +17,10 @@ import torch
 
 # Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from empathic_lora import inference
 from empathic_lora.conversation import Formatter, Turn
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
-from empathic_lora.generation import GenerationSettings, generate_replies, printable
+from empathic_lora.lm.decoding import GenerationSettings, generate_replies, printable
+from empathic_lora.session import trained_model
 
 # Written for this project: work, loss, joy, hurt, worry, anger, loneliness, pride, guilt, fear.
 MESSAGES = [
@@ -53,7 +53,7 @@ def main() -> None:
         settings = GenerationSettings(num_beams=args.num_beams)
     except ValueError as problem:
         raise UserError(f"--{problem}") from None
-    loaded = inference.load(args.checkpoint, device="cpu")
+    loaded = trained_model.load(args.checkpoint, device="cpu")
     formatter = Formatter(loaded.tokenizer, loaded.default_history_turns())
     contexts = [[Turn("speaker", message)] for message in MESSAGES]
 

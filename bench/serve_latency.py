@@ -4,12 +4,12 @@ prompt, side by side in one run.
 
     python bench/serve_latency.py --checkpoint CKPT [--base_model DIR]
 
-`serve.py` runs in its own process, started as a user starts it (`web.harness.server_process`),
+`serve.py` runs in its own process, started as a user starts it (`tests/web_harness.py`'s `server_process`),
 and is asked with `stream: true` over HTTP; chat's reply is generated in this process while the
 server idles. The prompt is `bench/chat_latency.py`'s five-turn conversation, decoded greedily
 with at most `--new-tokens` tokens: both sides run the same code on the same input, so they give
 the same reply and do the same work (a line says so if the replies differ), the crisis check
-included: both sides build it as `chat.py` and `serve.py` do by default (`safety.build()`: with
+included: both sides build it as `chat.py` and `serve.py` do by default (`crisis_check.build()`: with
 the semantic layer when its extra is installed) and run it after the reply. Use a checkpoint
 whose replies run to the limit (e.g. a random-init distilgpt2 run) so the tokens/s covers many
 tokens.
@@ -38,14 +38,19 @@ from pathlib import Path
 import httpx
 import torch
 
-# Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
+# Runnable from a checkout as `python bench/...` even where the package is not pip-installed; the
+# server harness is the tests' (tests/web_harness.py), not part of the package.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(2, str(Path(__file__).resolve().parents[1] / "tests"))
+import web_harness as harness  # noqa: E402
+
 from bench.chat_latency import CONVERSATION
-from empathic_lora import inference, safety
+from empathic_lora.chat.repl import answer
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
-from empathic_lora.generation import GenerationSettings
-from empathic_lora.repl import ChatSession, answer
-from empathic_lora.web import harness
+from empathic_lora.lm.decoding import GenerationSettings
+from empathic_lora.safety import crisis_check
+from empathic_lora.session import trained_model
+from empathic_lora.session.conversation_state import Conversation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +66,7 @@ class _TimedOutput(io.StringIO):
         return super().write(text)
 
 
-def chat_timing(session: ChatSession) -> tuple[str, float, float]:
+def chat_timing(session: Conversation) -> tuple[str, float, float]:
     """Chat's answer to CONVERSATION: the reply, seconds to its first piece and to the answer's end."""
     session.history = list(CONVERSATION[:-1])
     out, notes = _TimedOutput(), io.StringIO()
@@ -121,9 +126,9 @@ def bench() -> None:
         raise UserError(f"--new-tokens {args.new_tokens} and --repeats {args.repeats} must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = inference.load(args.checkpoint, args.base_model, device="cpu")
-    session = ChatSession(loaded, GenerationSettings(max_new_tokens=args.new_tokens), loaded.default_history_turns(),
-                          safety.build())
+    loaded = trained_model.load(args.checkpoint, args.base_model, device="cpu")
+    session = Conversation(loaded, GenerationSettings(max_new_tokens=args.new_tokens), loaded.default_history_turns(),
+                          crisis_check.build())
     server_args = ["serve.py", "--checkpoint", args.checkpoint, "--device", "cpu", "--max_tokens", str(args.new_tokens)]
     server_args += ["--base_model", args.base_model] if args.base_model else []
     runs: dict[str, list[tuple[float, float]]] = {"chat": [], "api": []}

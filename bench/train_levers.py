@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 
 import train_throughput as bench
+
 from empathic_lora.errors import run_cli
 
 VARIANTS = [

@@ -65,7 +65,7 @@ class Settings:
 
     @property
     def examples(self) -> int:
-        from empathic_lora.sampling import LengthGroupedSampler
+        from empathic_lora.data.batch_order import LengthGroupedSampler
 
         window = inspect.signature(LengthGroupedSampler).parameters["bucket_batches"].default
         return self.batch_size * max(self.warmup + self.steps, window)
@@ -159,8 +159,8 @@ def measure_project(settings: Settings, turn: Callable[[int], None], variant: Va
     """
     import lightning as L
 
-    from empathic_lora.data import EmpatheticDialoguesDataModule
-    from empathic_lora.model import EmpatheticLoRAModule
+    from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
+    from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
     clock = StepClock(settings.warmup, settings.steps, turn)
 
@@ -226,7 +226,7 @@ def _unfuse_gelu(model: torch.nn.Module) -> None:
 
 def _pad_to_length(pad_id: int, length: int) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
     """The project's collator with every batch padded on to `length` (the dynamic-padding lever off)."""
-    from empathic_lora.data import Collator
+    from empathic_lora.data.datamodule import Collator
 
     collate = Collator(pad_id)
     fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
@@ -243,9 +243,9 @@ def _pad_to_length(pad_id: int, length: int) -> Callable[[list[dict[str, Any]]],
 def measure_recipe(settings: Settings, turn: Callable[[int], None], dialogues: Sequence[Any]) -> dict[str, Any]:
     """The recipe's `Trainer.train()` on the same dialogues; a Trainer subclass and a callback only
     observe the batches and the step ends."""
+    import hf_recipe
     from transformers import Trainer, TrainerCallback
 
-    import hf_recipe
     from empathic_lora.conversation import render
 
     clock = StepClock(settings.warmup, settings.steps, turn)
@@ -352,8 +352,8 @@ def _report(results: Any, processes: list[Any], jobs: Sequence[Job]) -> tuple[in
 def prepare(settings: Settings) -> list[Any]:
     """Check the inputs, tokenize the project's split into its cache (as a first `train.py` run
     would) and return the same first N examples, as plain (context, reply) pairs, for the recipe."""
-    from empathic_lora.base import load_tokenizer
-    from empathic_lora.data import EmpatheticDialoguesDataModule
+    from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
+    from empathic_lora.lm.pretrained import load_tokenizer
 
     data = EmpatheticDialoguesDataModule(
         settings.data_dir, format=settings.format, max_length=settings.max_length,
@@ -378,7 +378,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128, help="longest example in tokens; the recipe pads to it")
-    from hf_recipe import PRECISION_FLAGS  # here, not at the top: the project's process never loads it
+    from hf_recipe import (
+        PRECISION_FLAGS,  # here, not at the top: the project's process never loads it
+    )
 
     parser.add_argument("--precision", default="32-true", choices=list(PRECISION_FLAGS), help="32-true on CPU, 16-mixed on a GPU")
     parser.add_argument("--emotion-head", type=float, metavar="W", help="compare the project with the emotion head on "

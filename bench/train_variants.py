@@ -23,9 +23,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import train_throughput as bench
 import yaml
 
-import train_throughput as bench
 from empathic_lora.errors import UserError, run_cli
 
 METHODS_DIR = Path(__file__).resolve().parents[1] / "configs" / "methods"

@@ -7,7 +7,13 @@ jsonargparse ships the common ranges; the few it lacks are made with its `restri
 
 from __future__ import annotations
 
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    restricted_number_type,
+)
 
 # Dropout of 1 would zero every input: 0 <= p < 1.
 Probability = restricted_number_type("ZeroToBelowOne", float, [(">=", 0), ("<", 1)])

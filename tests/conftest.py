@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -68,8 +72,8 @@ def smollm2_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def browser():
-    """A headless Debian chromium driven by Playwright (`empathic_lora.web.harness.browser`), for the whole session."""
-    from empathic_lora.web import harness
+    """A headless Debian chromium driven by Playwright (`web_harness.browser`), for the whole session."""
+    import web_harness as harness
 
     if harness.chromium_path() is None:
         message = "chromium is missing (apt-get install chromium; .ci/run installs it)"
@@ -110,3 +114,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     assert "error" in stderr.lower(), stderr
     for needle in needles:
         assert needle in stderr, stderr
+
+
+def run_main(main: Callable[[list[str]], Any], *args: str) -> subprocess.CompletedProcess:
+    """Run a command's `main(argv)` in this process, as `run_python` runs it in another: its exit
+    code and both streams. For checks of parsing and one-line errors, which need no fresh process
+    (each costs seconds of imports)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    return subprocess.CompletedProcess(["main", *args], code, out.getvalue(), err.getvalue())

@@ -3,8 +3,16 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from empathic_lora.conversation import Formatter, Turn, could_become_marker, extract_reply, neutralize, render
-from empathic_lora.data import Collator
+from empathic_lora.conversation import (
+    Formatter,
+    Turn,
+    could_become_marker,
+    extract_reply,
+    neutralize,
+    render,
+)
+from empathic_lora.data.datamodule import Collator
+from empathic_lora.session.conversation_state import Conversation
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +120,12 @@ def test_neutralize_leaves_ordinary_text_alone() -> None:
 
 
 def test_markers_typed_in_chat_never_reach_the_model(tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from empathic_lora import inference, repl
-    from empathic_lora.generation import GenerationSettings
-    from empathic_lora.safety import CrisisCheck
+    from empathic_lora.lm.decoding import GenerationSettings
+    from empathic_lora.safety.crisis_check import CrisisCheck
+    from empathic_lora.session import trained_model
 
-    loaded = inference.load(tiny_ckpt, device="cpu")
-    session = repl.ChatSession(loaded, GenerationSettings(max_new_tokens=4), 4, CrisisCheck())
+    loaded = trained_model.load(tiny_ckpt, device="cpu")
+    session = Conversation(loaded, GenerationSettings(max_new_tokens=4), 4, CrisisCheck())
     seen: list[list[int]] = []
     generate = loaded.model.generate
 

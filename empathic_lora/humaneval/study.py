@@ -12,12 +12,13 @@ import hashlib
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from empathic_lora.errors import UserError
+from empathic_lora.evaluate import samples_file
 
 DEFAULT_QUESTIONS = (
     "Which reply is more empathetic?",
@@ -99,31 +100,16 @@ class Study:
 
 
 def load_samples(path: Path, flag: str) -> dict[tuple[str, str], Sample]:
-    """A run's samples keyed by (split, context).
-
-    A run's file can hold several evaluations of the same context (one per validation epoch, or
-    test run again): the last line is the newest, and is the one judged.
-    """
+    """A run's samples of its newest evaluation (`samples_file`: one consistent model state),
+    keyed by (split, context)."""
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such samples file (a `train.py test` run writes samples.jsonl in its run directory)")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise UserError(f"{flag} {path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    keys = [field.name for field in fields(Sample)]
     samples: dict[tuple[str, str], Sample] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            sample = Sample(**{key: record[key] for key in ("stage", "emotion", "context", "reference", "reply")})
-        except (json.JSONDecodeError, TypeError, KeyError) as error:
-            raise UserError(
-                f"{flag} {path}:{number}: not a samples line (expected a JSON object with stage, emotion, context, "
-                f"reference, reply: {type(error).__name__} {error})"
-            ) from None
-        if not all(isinstance(value, str) for value in asdict(sample).values()) or not sample.context:
-            raise UserError(f"{flag} {path}:{number}: stage, emotion, context, reference and reply must be strings, context non-empty")
+    for record in samples_file.newest_evaluation(samples_file.read(path, keys, f"{flag} {path}")):
+        sample = Sample(**{key: record[key] for key in keys})
+        if not sample.context:
+            raise UserError(f"{flag} {path}: a samples line has an empty context")
         samples[(sample.stage, sample.context)] = sample
     if not samples:
         raise UserError(f"{flag} {path}: holds no samples")

@@ -1,5 +1,5 @@
 """The web layer shared by the apps that serve a model over HTTP (`serve.py`'s chat API and page,
-the human-evaluation app): app setup, static files, limits, JSON errors, and a test harness.
+the human-evaluation app): app setup, static files, limits and JSON errors.
 
 Nothing here knows about chat or evaluation. An app is built and run like this::
 
@@ -25,10 +25,10 @@ Nothing here knows about chat or evaluation. An app is built and run like this::
   use no CDN and no inline script.
 - `bind` and `serve` (`web.server`): the listening socket is opened first, so a port in use or a
   bad host is one `error:` line, and `--port 0` picks a free port (the line printed says which).
-- `web.harness` (for tests and benchmarks; not imported here, it needs Playwright only for
-  `browser`)::
+- Tests and benchmarks run an app with `tests/web_harness.py` (test scaffolding, so not shipped
+  in the package; it needs Playwright only for `browser`)::
 
-      from empathic_lora.web import harness
+      import web_harness as harness
 
       with harness.server_process(["serve.py", "--checkpoint", ckpt], cwd=ROOT) as server:
           urllib.request.urlopen(server.url + "/health")  # an app started as a user would

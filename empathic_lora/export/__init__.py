@@ -1,0 +1,1 @@
+"""`python -m empathic_lora.export`: a checkpoint as a standard PEFT adapter or merged model (`exporter`)."""

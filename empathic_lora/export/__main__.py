@@ -1,0 +1,3 @@
+from empathic_lora.export.exporter import main
+
+main()

@@ -1,0 +1,160 @@
+"""The crisis check: each category fires on how people write it, its look-alikes do not, negation and
+third-person reports, the user's phrase file, the committed evaluation set's targets, and the
+optional semantic layer."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from empathic_lora.errors import UserError
+from empathic_lora.lm import sentence_encoder
+from empathic_lora.safety import crisis_check, semantic_layer
+from empathic_lora.safety.crisis_check import CrisisCheck, normalize, sentences
+
+CHECK = CrisisCheck()
+# The benchmark is a script, not part of the package: its metric is loaded from its file.
+spec = importlib.util.spec_from_file_location("crisis_check", ROOT / "bench" / "crisis_check.py")
+bench = sys.modules["crisis_check"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+# Messages for each category, written apart from bench/crisis_set (none of them is in it).
+FIRES = {
+    "direct": ["honestly i want to kill myself", "I've decided to end my life on Sunday", "i just wanna die",
+               "been having thoughts of suicide again", "i'm finally going to end it"],
+    "passive": ["I can't go on anymore", "my family would be better off without me", "I hope I never wake up",
+                "there's no point in living", "i don't want to be alive anymore"],
+    "plan": ["I've been hoarding my meds", "i'm going to jump off the overpass after work",
+             "I looked up painless ways to die", "I already know how I'm going to do it"],
+    "means": ["i swallowed a whole bottle of advil", "there's a loaded gun in my drawer and the gun is loaded",
+              "I stood on the edge of the bridge for an hour", "i keep staring at my sleeping pills"],
+    "self_harm": ["I slit my wrists last night", "i've been cutting again", "I burned my arm on purpose",
+                  "the urge to cut is back", "i hit myself until I bruised"],
+    "farewell": ["I wrote goodbye letters to my kids", "please look after my dog when I'm gone",
+                 "you won't hear from me again", "I've been giving away my things"],
+    "slang": ["kms", "gonna unalive myself", "im so suicidle", "thinking abt k*lling myself", "i jus wanna d!e"],
+}
+# Look-alikes of each category that signal no risk.
+QUIET = {
+    "direct": ["this commute is killing me", "I'm dying to see the finale", "I'd rather die than run a marathon",
+               "my phone died again"],
+    "passive": ["I can't go on the school trip", "I don't want to wake up early tomorrow", "I'm tired of this job"],
+    "plan": ["I'm going to jump into the lake", "we went bungee jumping off a bridge", "I need to collect my meds from the pharmacy"],
+    "means": ["I took two ibuprofen for my headache", "I bought a rope for the climbing gym", "we went to the shooting range"],
+    "self_harm": ["I cut myself shaving", "I burned my hand on the stove", "I hurt myself lifting weights at the gym"],
+    "farewell": ["I said goodbye to my coworkers since I'm leaving the company", "I gave away my old clothes to charity",
+                 "goodbye everyone, see you after the holidays"],
+    "slang": ["my kid's school is doing a musical", "the skateboard ramp at the park"],
+}
+
+
+@pytest.mark.parametrize(("category", "message"), [(c, m) for c, ms in FIRES.items() for m in ms])
+def test_each_category_fires(category: str, message: str) -> None:
+    hits = CHECK.hits(message)
+    assert CHECK.matches(message), message
+    assert category in {hit.category for hit in hits} or category == "slang", hits  # slang may spell out another category
+
+
+@pytest.mark.parametrize("message", [m for ms in QUIET.values() for m in ms])
+def test_look_alikes_do_not_fire(message: str) -> None:
+    assert not CHECK.matches(message), CHECK.hits(message)
+
+
+@pytest.mark.parametrize(("message", "fires"), [
+    ("I would never kill myself, I just need to vent", False),
+    ("I'm not suicidal, just exhausted", False),
+    ("I don't want to die", False),
+    ("I don't want to live", True),                               # the negation is what makes it a crisis
+    ("I'm not okay, I want to die", True),                        # a negation elsewhere in the sentence does not count
+    ("I would never kill myself. But I wish I was dead", True),   # only its own sentence is negated
+    ("thoughts of suicide have never crossed my mind", False),
+])
+def test_negation(message: str, fires: bool) -> None:
+    assert CHECK.matches(message) is fires, CHECK.hits(message)
+
+
+@pytest.mark.parametrize(("message", "fires"), [
+    ("my friend said she wants to die", True),
+    ("my brother told me he's going to kill himself", True),
+    ("my roommate cuts herself", True),
+    ("I watched a documentary about suicide prevention for class", False),
+    ("the main character in the novel kills himself", False),
+    ("my uncle died by suicide when I was little", False),     # a loss reported, not a risk now
+    ("I read an article about suicide and now I feel suicidal", True),  # a topical sentence can still speak of oneself
+])
+def test_third_person_and_topical(message: str, fires: bool) -> None:
+    assert CHECK.matches(message) is fires, CHECK.hits(message)
+
+
+def test_normalization_undoes_censoring_and_texting() -> None:
+    assert normalize("I can’t go on—k*ll, su1cide, abt it") == " i cant go on kill suicide about it "
+
+
+def test_user_phrases_are_added_to_the_builtin_patterns(tmp_path: Path) -> None:
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text("# ours\nquiero morir  # Spanish\n\nje veux mourir\n", encoding="utf-8")
+    added = CrisisCheck.from_file(phrases, "call 024")
+    assert added.message == "call 024" and added.phrases == ["quiero morir", "je veux mourir"]
+    assert added.matches("Ya no puedo, QUIERO MORIR.") and added.matches("I want to kill myself")
+    only = crisis_check.build(phrases, phrases_only=True, semantic="auto")
+    assert only.matches("je veux mourir") and not only.matches("I want to kill myself")
+    assert only.layers() == "your phrases" and only.semantic is None
+
+
+def test_bad_phrase_file_and_flags_are_one_line_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(UserError, match="holds no phrase"):
+        CrisisCheck.from_file(empty)
+    with pytest.raises(UserError, match=r"--crisis_phrases .*missing.txt is unreadable"):
+        CrisisCheck.from_file(tmp_path / "missing.txt")
+    with pytest.raises(UserError, match="--crisis_phrases_only needs --crisis_phrases FILE"):
+        crisis_check.build(phrases_only=True)
+
+
+def test_the_committed_set_meets_the_targets_with_the_patterns_alone() -> None:
+    examples = bench.load_set()
+    crisis = [e for e in examples if e.crisis]
+    assert len(crisis) >= 150 and len(examples) - len(crisis) >= 150
+    assert {e.category for e in crisis} >= {"direct", "passive", "plan", "means", "self_harm", "farewell", "slang", "others"}
+    score = bench.evaluate(CHECK.matches, examples).parts["all"]
+    assert score.recall >= bench.TARGET_RECALL and score.false_alarm_rate <= bench.TARGET_FALSE_ALARMS, score
+
+
+def test_a_set_file_without_categories_is_refused(tmp_path: Path) -> None:
+    for name in (name for files in bench.PARTS.values() for name in files):
+        (tmp_path / name).write_text("# direct\nI want to die\n")
+    (tmp_path / "negatives.txt").write_text("no header here\n")
+    with pytest.raises(UserError, match="negatives.txt: message before any '# category' line"):
+        bench.load_set(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def layer() -> semantic_layer.SemanticLayer:
+    if not semantic_layer.available():
+        message = 'the crisis-semantic extra is missing (pip install -e ".[dev]" installs it)'
+        pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
+    return semantic_layer.SemanticLayer(sentences)
+
+
+def test_semantic_layer_adds_paraphrases_and_only_adds(layer: semantic_layer.SemanticLayer) -> None:
+    both = CrisisCheck(semantic=layer)
+    paraphrase = "my existence is pointless and I want it over"
+    assert not CHECK.matches(paraphrase) and layer(paraphrase) and both.matches(paraphrase)
+    assert both.layers() == "built-in patterns + semantic layer (all-MiniLM-L6-v2)"
+    for harmless in ("this traffic is killing me", "I cut my finger while cooking", "I'm so stressed about exams"):
+        assert not both.matches(harmless), harmless
+    assert both.matches("kms")  # a pattern hit needs no embedding
+
+
+def test_auto_without_the_extra_is_patterns_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sentence_encoder, "available", lambda: False)
+    check = crisis_check.build(semantic="auto")
+    assert check.semantic is None and check.layers() == "built-in patterns"
+    with pytest.raises(UserError, match=r"crisis-semantic extra: pip install"):
+        crisis_check.build(semantic="on")
