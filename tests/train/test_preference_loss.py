@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from trl.trainer import dpo_trainer as trl_dpo  # the dev extra's trl
 
 from empathic_lora.train.preference_loss import preference_loss
