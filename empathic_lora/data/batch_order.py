@@ -4,7 +4,10 @@ resumable mid-epoch.
 Written by hand because neither torch nor Lightning ships a length-grouped sampler (transformers'
 `LengthGroupedSampler` is tied to its Trainer). The recipe is the usual "megabatch" one: shuffle
 all examples, sort each window of `bucket_batches` batches by length, cut it into batches and
-shuffle the batches (`bucket_batches=1` is plain shuffling). Every example appears exactly once
+shuffle the batches (`bucket_batches=1` is plain shuffling). The one exception to the shuffle
+is the first batch of every epoch: it holds the longest examples, so the epoch's peak memory
+comes at its first step and a run that does not fit fails there rather than hours in (transformers'
+sampler puts its longest example first for the same reason). Every example appears exactly once
 per epoch, the order depends only on `seed` and the epoch (Lightning calls `set_epoch`), and it
 differs between epochs. Because the order is a pure function of (seed, epoch), the position
 inside the epoch is all a checkpoint needs to continue it: `ResumableDataLoader` keeps it.
@@ -56,6 +59,11 @@ class LengthGroupedSampler(DistributedSampler):
         size = self.batch_size * self.num_replicas
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        # The worst batch first: the `size` longest examples (ties drawn by the shuffle, as the
+        # sort is stable), so every rank's first batch is at least as long as any later one.
+        by_length = sorted(order, key=self.lengths.__getitem__, reverse=True)
+        longest, chosen = by_length[:size], set(by_length[:size])
+        order = [index for index in order if index not in chosen]
         window = size * self.bucket_batches
         grouped = [
             index
@@ -66,7 +74,7 @@ class LengthGroupedSampler(DistributedSampler):
         # A short last batch stays last so that every other batch keeps `batch_size` examples.
         short = batches.pop() if batches and len(batches[-1]) < size else None
         shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        return shuffled + ([short] if short else [])
+        return [longest] + shuffled + ([short] if short else [])
 
     def __iter__(self) -> Iterator[int]:
         batches = self.batches()

@@ -65,3 +65,28 @@ def test_batches_are_length_grouped_yet_shuffled() -> None:
     # Shuffled, not sorted: batch widths neither rise nor fall through the epoch.
     widths = [max(lengths[i] for i in order[j : j + BATCH]) for j in range(0, len(order), BATCH)]
     assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
+
+
+@pytest.mark.parametrize(("n", "bucket_batches"), [(1003, 50), (1003, 1), (5, 50)])
+def test_first_batch_of_every_epoch_holds_the_longest_examples(n: int, bucket_batches: int) -> None:
+    # The epoch's peak memory comes at its first step, so a run that does not fit fails there.
+    lengths = _lengths(n)
+    sampler = LengthGroupedSampler(lengths, BATCH, seed=0, bucket_batches=bucket_batches)
+    for epoch in range(3):
+        first = _epoch(sampler, epoch)[:BATCH]
+        assert sorted(lengths[i] for i in first) == sorted(lengths, reverse=True)[:BATCH][::-1]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_each_ranks_first_batch_is_its_longest_under_ddp_sharding(world: int) -> None:
+    lengths = _lengths(401)
+    for epoch in range(2):
+        shards = [_epoch(LengthGroupedSampler(lengths, BATCH, seed=7, num_replicas=world, rank=rank), epoch) for rank in range(world)]
+        # The first global step holds the BATCH * world longest examples, dealt out to the ranks.
+        first_step = sorted(lengths[i] for shard in shards for i in shard[:BATCH])
+        assert first_step == sorted(lengths, reverse=True)[: BATCH * world][::-1]
+        # A rank's memory goes with its padded batch; with 2 ranks the last global batch (1
+        # example) is topped up by repeating a first-batch example, a batch of one.
+        for shard in shards:
+            padded = [_padded_tokens(shard[i : i + BATCH], lengths) for i in range(0, len(shard), BATCH)]
+            assert padded[0] == max(padded)
