@@ -76,11 +76,11 @@ def chat_timing(session: Conversation) -> tuple[str, float, float]:
     return reply, (out.first or end) - start, end - start
 
 
-def api_timing(client: httpx.Client, url: str, new_tokens: int) -> tuple[str, float, float, int]:
+def api_timing(client: httpx.Client, url: str, new_tokens: int, model: str) -> tuple[str, float, float, int]:
     """The streamed API reply to CONVERSATION: reply, seconds to its first piece and to its end, tokens."""
     roles = {"speaker": "user", "listener": "assistant"}
     body = {
-        "model": "bench", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": new_tokens,
+        "model": model, "stream": True, "stream_options": {"include_usage": True}, "max_tokens": new_tokens,
         "messages": [{"role": roles[turn.role], "content": turn.text} for turn in CONVERSATION],
     }
     pieces: list[str] = []
@@ -140,7 +140,7 @@ def bench() -> None:
             replies["chat"], first, total = chat_timing(session)
             if repeat:  # the first round warms up
                 runs["chat"].append((first, total))
-            replies["api"], first, total, tokens = api_timing(client, server.url, args.new_tokens)
+            replies["api"], first, total, tokens = api_timing(client, server.url, args.new_tokens, args.checkpoint)
             if repeat:
                 runs["api"].append((first, total))
     if replies["chat"] != replies["api"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,14 +27,18 @@ from empathic_lora.conversation import (
 )
 from empathic_lora.lm import adapters
 
+# Scores are divided by the temperature (and positive ones by the repetition penalty) in float32: a
+# subnormal such as 2.2e-309 passes "> 0" yet makes them inf and sampling fail, so both have a floor far
+# below any useful value (1e-6 already samples greedily in effect) and far above float32's overflow.
+_FLOOR = 1e-6
 # What each numeric setting accepts, for chat's flags and `--model.generation` alike: transformers
 # checks few of these itself, and only once generation starts (after training, in evaluation).
 _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "max_new_tokens": (lambda v: v >= 1, ">= 1"),
-    "temperature": (lambda v: v > 0, "> 0"),
+    "temperature": (lambda v: v >= _FLOOR, f">= {_FLOOR:g}"),
     "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "top_k": (lambda v: v >= 0, ">= 0"),
-    "repetition_penalty": (lambda v: v > 0, "> 0"),
+    "repetition_penalty": (lambda v: v >= _FLOOR, f">= {_FLOOR:g}"),
     "no_repeat_ngram_size": (lambda v: v >= 0, ">= 0"),
     "num_beams": (lambda v: v >= 1, ">= 1"),
 }
@@ -45,6 +50,8 @@ def setting_problem(name: str, value: object) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"must be a number, got {value!r}"
+    if not math.isfinite(value):  # JSON bodies may carry Infinity and NaN, which every comparison below mishandles
+        return f"must be a finite number, got {value}"
     accepts, rule = _LIMITS[name]
     return None if accepts(value) else f"must be {rule}, got {value}"
 

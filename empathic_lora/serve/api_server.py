@@ -48,6 +48,7 @@ from empathic_lora.lm.decoding import GenerationSettings, prompt_budget, stream_
 from empathic_lora.safety import crisis_check
 from empathic_lora.safety.crisis_check import CrisisCheck
 from empathic_lora.serve.openai_wire import (
+    CHAT_COMPLETION_RESPONSES,
     DONE,
     ChatCompletionRequest,
     Completion,
@@ -193,7 +194,11 @@ class ChatApi:
         self.generator = Generator(loaded, config.queue_size, config.crisis)
 
     def job(self, request: ChatCompletionRequest, on_text: Callable[[str], None]) -> Job:
-        """The conversation and settings of a request; ApiError (400) naming the field at fault."""
+        """The conversation and settings of a request; ApiError (400) naming the field at fault, 404
+        for a `model` other than the one served (OpenAI's `model_not_found`; none given: the served one)."""
+        if request.model is not None and request.model != self.config.model_name:
+            raise web.ApiError(404, f"The model `{request.model}` does not exist or you do not have access to it.",
+                               code="model_not_found", type="invalid_request_error")
         wanted = request.new_tokens()
         settings = GenerationSettings(
             max_new_tokens=min(wanted or GenerationSettings.max_new_tokens, self.config.max_tokens), **request.sampling()
@@ -288,7 +293,7 @@ def create_app(loaded: trained_model.TrainedModel, config: ServeConfig) -> FastA
     app = web.create_app("empathic_lora serve", static_dir=PAGE, max_body_bytes=config.max_body_bytes)
     app.state.api = api
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=CHAT_COMPLETION_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         return await api.complete(body, request)
 

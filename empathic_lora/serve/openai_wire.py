@@ -13,7 +13,10 @@ Honoured request fields (anything else OpenAI defines is accepted and ignored):
 - `seed`: the same conversation and settings give the same reply, here and in `chat.py --seed`.
 - `stop`: up to 4 strings; the reply ends before the first one.
 - `stream`, `stream_options.include_usage`; `n` must be 1.
-- `model` may name anything: there is one model, and responses carry its id (`GET /v1/models`).
+- `model`: the served model's id (`serve.py --model_name`, by default the checkpoint path as given;
+  `GET /v1/models` lists it); any other name is OpenAI's 404 `model_not_found` error. OpenAI requires
+  the field; here an absent or null `model` means the served one, as the chat page sends it before
+  it has read `/v1/models`.
 """
 
 from __future__ import annotations
@@ -115,6 +118,46 @@ class ChatCompletionRequest(BaseModel):
             settings["temperature"] = self.temperature or 1.0
             settings["top_p"] = self.top_p if self.top_p is not None else 1.0
         return settings
+
+
+class ReplyMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: ReplyMessage
+    logprobs: None
+    finish_reason: Literal["stop", "length"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """A plain reply's body as `Completion.response` writes it, for the OpenAPI schema."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    crisis_notice: str | None = None
+
+
+# The 200 of `POST /v1/chat/completions`: a `ChatCompletion`, or with `stream` the server-sent events.
+CHAT_COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ChatCompletion, "description": "The reply; with `stream`, server-sent events of "
+          "`chat.completion.chunk` bodies ended by `data: [DONE]`",
+          # OpenAPI 3.1 reads a stream's `schema` as that of each event.
+          "content": {"text/event-stream": {"schema": {"type": "object", "required": ["data"],
+                                                       "properties": {"data": {"type": "string"}}}}}},
+}
 
 
 class Completion:

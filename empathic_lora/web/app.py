@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,28 @@ _TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_re
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """The error JSON of OpenAI's API, which its clients turn into exceptions carrying `message`."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """`error_body` as the OpenAPI schema declares it."""
+
+    error: ErrorDetail
+
+
+# Every route's error responses, as they are sent: FastAPI would otherwise declare only a 422 that the
+# handlers below turn into 400, and no other error; schema-driven clients and fuzzers check against this.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "A bad request (400; `param` names the field), an unknown path "
+            "or resource (404), a method the path does not allow (405, with `Allow`), a body too large (413)"},
+    "5XX": {"model": ErrorBody, "description": "The server is busy (503, retry later) or failed (500)"},
+}
 
 
 class ApiError(Exception):
@@ -66,7 +89,9 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
 
 
 def _http_error(request: Request, error: HTTPException) -> JSONResponse:
-    return ApiError(error.status_code, str(error.detail)).response()
+    response = ApiError(error.status_code, str(error.detail)).response()
+    response.headers.update(error.headers or {})  # e.g. a 405's `Allow`, which HTTP requires
+    return response
 
 
 def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -139,7 +164,7 @@ def create_app(title: str, static_dir: str | Path | None = None, max_body_bytes:
         max_body_bytes: Larger request bodies are refused with 413.
     """
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, which the policy above forbids.
-    app = FastAPI(title=title, docs_url=None, redoc_url=None)
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, responses=ERROR_RESPONSES)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ApiError, _api_error)

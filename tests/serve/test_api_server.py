@@ -150,6 +150,17 @@ def test_a_bad_request_raises_the_clients_error_naming_the_field(
     assert raised.value.body["param"] == param and raised.value.body["type"] == "invalid_request_error"
 
 
+def test_an_unknown_model_is_openais_404_and_the_served_id_or_none_is_accepted(client: openai.OpenAI, url: str) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": MESSAGE}], stream=True)
+    assert raised.value.body == {"message": "The model `gpt-4o` does not exist or you do not have access to it.",
+                                 "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+    for model in ({"model": "tiny"}, {"model": None}, {}):  # the page sends null until it has read /v1/models
+        body = {**model, "messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 2}
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200 and response.json()["model"] == "tiny", model
+
+
 def test_an_oversized_body_is_413(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 200_000}])
@@ -253,7 +264,7 @@ def test_a_seeded_reply_equals_chats(client: openai.OpenAI, tiny_ckpt: Path) -> 
 def test_serve_py_answers_as_a_user_starts_it(tiny_ckpt: Path) -> None:
     with harness.server_process(["serve.py", "--checkpoint", str(tiny_ckpt)], cwd=ROOT) as server:
         response = httpx.post(f"{server.url}/v1/chat/completions", timeout=60,
-                              json={"model": "x", "messages": [{"role": "user", "content": MESSAGE}]})
+                              json={"model": str(tiny_ckpt), "messages": [{"role": "user", "content": MESSAGE}]})
         assert response.status_code == 200 and response.json()["model"] == str(tiny_ckpt)
         page = httpx.get(f"{server.url}/")
         assert "chat.js" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
