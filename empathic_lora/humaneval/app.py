@@ -22,8 +22,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
 RATINGS = (1, 5)
 
-# Names go into URLs and the CSV: printable, no markup characters, bounded.
-AnnotatorName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w][\w .@-]*$")]
+# Names go into URLs and the CSV: printable, no markup characters, bounded. ASCII spelled out: `\w`
+# is any letter to the server's regex engine but ASCII to JSON Schema, so the OpenAPI schema said less.
+AnnotatorName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_ .@-]*$")]
 Rating = Annotated[int, Field(ge=RATINGS[0], le=RATINGS[1])]
 
 
