@@ -180,3 +180,58 @@ def could_become_marker(text: str) -> int:
         if any(marker.startswith(text[-keep:]) for marker in MARKERS):
             return keep
     return 0
+
+
+def chat_template(formatter: Formatter) -> str:
+    """This format as a Jinja chat template (transformers' `tokenizer.chat_template`), so that tools
+    that prompt through the tokenizer (transformers' `apply_chat_template` and `pipeline`, vLLM, TGI)
+    build `formatter.encode_prompt`'s prompt from OpenAI-style messages.
+
+    `user` messages are the speaker, `assistant` messages the listener, other roles are left out (as
+    serve.py does); the last `history_turns` turns are kept. `add_generation_prompt` adds the response
+    cue. A conversation that ends with an assistant message and asks for no generation prompt is a
+    training example, as `encode_examples` builds it: that message is the target and ends with eos.
+    Text is neutralized as `neutralize` does, without its `while` loop, which Jinja lacks: a run of
+    pipes after a `<` or before a `>` is exactly what repeated replacing removes.
+
+    Jinja cannot count tokens, so the cut to the model's context (`encode_prompt`'s `max_tokens`)
+    is not in it; the markers and texts concatenate to the same tokens only for tokenizers whose
+    pre-tokenizer splits before every space, such as byte-level BPE (GPT-2, SmolLM2, Llama 3).
+    """
+    window = formatter.history_turns
+
+    def kept(turns: str) -> str:
+        return turns if window is None else f"{turns}[-{window}:]" if window > 0 else "[]"
+
+    prompt, response = (f" {marker} " for marker in MARKERS)
+    return "".join([
+        "{%- macro neutral(text) -%}",
+        "{%- set ns = namespace(out='') -%}",
+        "{%- for piece in text.split('<') -%}",
+        "{%- set ns.out = ns.out ~ (piece if loop.first else '<' ~ piece.lstrip('|')) -%}",
+        "{%- endfor -%}",
+        "{%- set pieces = ns.out.split('>') -%}",
+        "{%- set ns.out = '' -%}",
+        "{%- for piece in pieces -%}",
+        "{%- set ns.out = ns.out ~ (piece if loop.last else piece.rstrip('|') ~ '>') -%}",
+        "{%- endfor -%}",
+        "{{- ns.out -}}",
+        "{%- endmacro -%}",
+        # OpenAI content is a string or a list of parts; serve.py joins the parts' texts.
+        "{%- macro text(message) -%}",
+        "{%- if message.content is string -%}{{- neutral(message.content) -}}",
+        "{%- else -%}{%- set ns = namespace(out='') -%}",
+        "{%- for part in message.content or [] -%}{%- set ns.out = ns.out ~ (part.text or '') -%}{%- endfor -%}",
+        "{{- neutral(ns.out) -}}",
+        "{%- endif -%}",
+        "{%- endmacro -%}",
+        "{%- set turns = messages | selectattr('role', 'in', ['user', 'assistant']) | list -%}",
+        "{%- set example = turns | length > 0 and turns[-1].role == 'assistant' and not add_generation_prompt -%}",
+        "{%- set context = turns[:-1] if example else turns -%}",
+        "{{- bos_token -}}" if formatter.bos_ids else "",
+        "{%- for message in " + kept("context") + " -%}",
+        "{{- '" + prompt + "' if message.role == 'user' else '" + response + "' -}}{{- text(message) -}}",
+        "{%- endfor -%}",
+        "{%- if add_generation_prompt or example -%}{{- '" + response.rstrip() + "' -}}{%- endif -%}",
+        "{%- if example -%}{{- ' ' ~ text(turns[-1]) ~ eos_token -}}{%- endif -%}",
+    ])
