@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from empathic_lora.conversation import Formatter, Turn
+from empathic_lora.data import preference_pairs
 from empathic_lora.data.batch_order import LengthGroupedSampler, ResumableDataLoader
 from empathic_lora.data.download import (
     OFFICIAL_SHA256,
@@ -115,6 +116,22 @@ class Collator:
         return batch
 
 
+@dataclass
+class PairCollator:
+    """A batch of preference pairs as one `Collator` batch of 2N rows, the N chosen examples
+    first and then the N rejected ones (TRL's concatenated layout: one forward for both), plus
+    each pair's `pair_index` (where its reference log-probabilities are kept)."""
+
+    pad_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [{"input_ids": item[f"{side}_ids"], "prompt_length": item[f"{side}_prompt_length"]}
+                for side in ("chosen", "rejected") for item in items]
+        batch = Collator(self.pad_id)(rows)
+        batch["pair_index"] = torch.tensor([item["pair_index"] for item in items], dtype=torch.long)
+        return batch
+
+
 class EmpatheticDialoguesDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -131,6 +148,8 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         download_url: str = OFFICIAL_URL,
         download_sha256: str = OFFICIAL_SHA256,
+        pairs: str | None = None,
+        val_pairs: str | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         """EmpatheticDialogues as causal-LM examples.
@@ -157,6 +176,14 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
                 `$EMPATHIC_LORA_CACHE` or `~/.cache/empathic_lora`).
             download_url: Archive fetched when `data_dir` is `null`.
             download_sha256: Expected sha256 of that archive; a mismatch is refused.
+            pairs: Preference pairs to train on (`--model.objective dpo`) instead of the replies: a
+                JSONL file in TRL's preference format (`empathic_lora/data/preference_pairs.py`), or
+                `builtin:opposite-emotion`, EmPO-style pairs built on the fly from this data's
+                splits (chosen: the reference reply; rejected: a reply from a conversation of the
+                opposite valence). Validation still scores the replies (val/ppl) as in SFT.
+            val_pairs: Pairs scored at each validation (the `val/rewards/...` metrics): a JSONL file;
+                `null` with `builtin:opposite-emotion` builds them from the validation split,
+                with a file in `pairs` none are scored.
             tokenizer: Set from the model by the CLI; pass it yourself outside the CLI.
         """
         super().__init__()
@@ -165,6 +192,7 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.datasets: dict[str, Dataset] = {}
         self._examples: dict[str, list[Example]] = {}
+        self.pair_datasets: dict[str, Dataset] = {}
 
     # -- sources -------------------------------------------------------------------------------
     def raw_dir(self) -> Path:
@@ -290,6 +318,8 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.pairs is not None:
+            return self._pairs_train_loader()
         dataset = self.datasets["train"]
         # Under DDP the sampler shards itself (see LengthGroupedSampler); plain shuffling is the
         # one-batch bucket.
@@ -312,3 +342,83 @@ class EmpatheticDialoguesDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    # -- preference pairs (`pairs`) ----------------------------------------------------------------
+    def preference_pairs(self, split: str) -> list[preference_pairs.Pair]:
+        """The untokenized pairs of `train` or `val` (see `pairs`, `val_pairs`)."""
+        source = self.hparams.pairs if split == "train" else self.hparams.val_pairs
+        if source is None and split == "val" and self.hparams.pairs == preference_pairs.OPPOSITE_EMOTION:
+            source = preference_pairs.OPPOSITE_EMOTION
+        if source is None:
+            return []
+        if source == preference_pairs.OPPOSITE_EMOTION:
+            return preference_pairs.opposite_emotion_pairs(self.examples(split), seed=self.order_seed)
+        return preference_pairs.read(source)[: self.hparams.max_examples]
+
+    def _tokenize_pairs(self, split: str) -> Dataset:
+        """Chosen and rejected examples through the same formatter and `max_length` as SFT; a pair
+        either of whose replies does not fit is dropped. Kept in memory: pairs are few and cheap."""
+        pairs = self.preference_pairs(split)
+        contexts = [pair.context for pair in pairs]
+        encoded = {
+            side: self.formatter.encode_examples(contexts, [getattr(pair, side) for pair in pairs], self.hparams.max_length)
+            for side in ("chosen", "rejected")
+        }
+        kept = [i for i in range(len(pairs)) if encoded["chosen"][1][i] >= 0 and encoded["rejected"][1][i] >= 0]
+        if pairs and len(kept) < len(pairs):
+            log.warning("%s pairs: dropped %d of %d whose chosen or rejected reply alone exceeds max_length %d",
+                        split, len(pairs) - len(kept), len(pairs), self.hparams.max_length)
+        if split == "train" and not kept:
+            raise UserError(f"--data.pairs {self.hparams.pairs}: no pair fits --data.max_length {self.hparams.max_length}")
+        columns: dict[str, list[Any]] = {"pair_index": list(range(len(kept)))}
+        for side, (ids, prompt_lengths) in encoded.items():
+            columns[f"{side}_ids"] = [ids[i] for i in kept]
+            columns[f"{side}_prompt_length"] = [prompt_lengths[i] for i in kept]
+        columns["length"] = [max(len(c), len(r)) for c, r in zip(columns["chosen_ids"], columns["rejected_ids"])]
+        return Dataset.from_dict(columns)
+
+    def setup_pairs(self) -> None:
+        """Tokenize the training and validation pairs (the module calls it when it trains on pairs)."""
+        if self.hparams.pairs is None:
+            raise UserError("--model.objective dpo trains on preference pairs: set --data.pairs "
+                            f"(a TRL-format JSONL file, or {preference_pairs.OPPOSITE_EMOTION})")
+        for split in ("train", "val"):
+            if split not in self.pair_datasets:
+                self.pair_datasets[split] = self._tokenize_pairs(split)
+
+    def _pair_sampler(self, rank: int, world_size: int) -> LengthGroupedSampler:
+        buckets = {} if self.hparams.group_by_length else {"bucket_batches": 1}
+        return LengthGroupedSampler(self.pair_datasets["train"]["length"], self.hparams.batch_size, seed=self.order_seed,
+                                    num_replicas=world_size, rank=rank, **buckets)
+
+    def _pairs_train_loader(self) -> DataLoader:
+        self.setup_pairs()
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return ResumableDataLoader(
+            self.pair_datasets["train"], batch_size=self.hparams.batch_size, sampler=self._pair_sampler(rank, world),
+            collate_fn=PairCollator(self._collator().pad_id), num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0, generator=torch.Generator().manual_seed(self.order_seed),
+        )
+
+    def reference_batches(self, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+        """Every training pair once, in the very batches each process trains them in the first
+        epoch: reference log-probabilities computed on them equal the policy's at step 0 bit for
+        bit (same shapes, same padding), so the first logged loss is exactly ln 2."""
+        self.setup_pairs()
+        collate, size = PairCollator(self._collator().pad_id), self.hparams.batch_size
+        dataset = self.pair_datasets["train"]
+        for rank in range(world_size):
+            sampler = self._pair_sampler(rank, world_size)
+            sampler.set_epoch(0)
+            indices = list(sampler)
+            for start in range(0, len(indices), size):
+                yield collate([dataset[i] for i in indices[start : start + size]])
+
+    def pair_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+        """This process's share of a split's pairs, in batches of similar length (evaluation)."""
+        self.setup_pairs()
+        dataset = self.pair_datasets[split]
+        order = sorted(range(len(dataset)), key=dataset["length"].__getitem__)[rank::world_size]
+        collate, size = PairCollator(self._collator().pad_id), self.hparams.eval_batch_size
+        for start in range(0, len(order), size):
+            yield collate([dataset[i] for i in order[start : start + size]])

@@ -48,13 +48,15 @@ from empathic_lora.ranges import (
     PositiveInt,
     Probability,
 )
+from empathic_lora.train.preference_loss import LossName
+from empathic_lora.train.preference_objective import LabelSmoothing, Objective, PreferenceObjective
 
 Batch = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
 EVALUATION_ARGS = ["num_generation_samples", "generation", "generation_metrics", "generation_every_n_epochs", "zero_shot"]
 
 
-class EmpatheticLoRAModule(L.LightningModule):
+class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
     def __init__(
         self,
         base_model: str = "distilgpt2",
@@ -81,6 +83,11 @@ class EmpatheticLoRAModule(L.LightningModule):
         zero_shot: bool = False,
         emotion_loss_weight: NonNegativeFloat = 0.0,
         emotion_lr: PositiveFloat | None = None,
+        objective: Objective = "sft",
+        dpo_beta: PositiveFloat = 0.1,
+        dpo_loss: LossName = "sigmoid",
+        dpo_label_smoothing: LabelSmoothing = 0.0,
+        init_from: str | None = None,
     ) -> None:
         """Parameter-efficient fine-tuning of a causal LM on listener replies (LoRA by default).
 
@@ -133,6 +140,17 @@ class EmpatheticLoRAModule(L.LightningModule):
             emotion_lr: The emotion head's own AdamW learning rate (`null`: `lr`). The head starts
                 from random weights while the adapter starts as a no-op, so it usually wants a
                 larger one (docs/results_file.md says why, with the run that used 1e-3).
+            objective: `sft` trains on the reference replies; `dpo` on the preference pairs of
+                `--data.pairs` (`empathic_lora/train/preference_objective.py`: the reference is the
+                starting policy, dropout is off).
+            dpo_beta: DPO's beta: how far the policy may move from the reference (TRL's default 0.1).
+            dpo_loss: `sigmoid` (DPO, Rafailov et al. 2023; cDPO with `dpo_label_smoothing`) or
+                `ipo` (Azar et al. 2023, log-ratios averaged per token as in TRL).
+            dpo_label_smoothing: cDPO's assumed share of flipped labels (0 <= eps < 0.5; for noisy
+                human judgments); `sigmoid` only.
+            init_from: Start from this run's adapter: an SFT checkpoint, its run directory (newest
+                last.ckpt) or its exported adapter (`python -m empathic_lora.export`); `null`: a fresh
+                adapter (the zero-shot base). A resumed run's checkpoint still wins.
         """
         super().__init__()
         # Evaluation settings stay out of the checkpoint: LightningCLI re-applies a checkpoint's
@@ -157,6 +175,9 @@ class EmpatheticLoRAModule(L.LightningModule):
         self.reply_metrics = build_reply_metrics(generation_metrics)
         # Checkpoints hold only the trainable weights; the frozen base is rebuilt on load.
         self.strict_loading = False
+        self._preference_init(objective, self.emotion_head is not None)
+        if dpo_label_smoothing and dpo_loss != "sigmoid":
+            raise UserError(f"--model.dpo_label_smoothing {dpo_label_smoothing} applies to --model.dpo_loss sigmoid only")
 
     # -- the steps of __init__ -----------------------------------------------------------------
     def _adapter_config(self, peft: PeftConfig | dict[str, Any] | None, backbone: Any, **shorthand: Any) -> PeftConfig:
@@ -240,6 +261,8 @@ class EmpatheticLoRAModule(L.LightningModule):
         return logits.float(), labels[supervised], cue
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self._is_preference:
+            return self._preference_training_step(batch)
         logits, targets, cue = self.forward_batch(batch)
         loss = F.cross_entropy(logits, targets)
         size = batch["input_ids"].shape[0]
@@ -252,6 +275,7 @@ class EmpatheticLoRAModule(L.LightningModule):
         return loss
 
     def setup(self, stage: str) -> None:
+        self._preference_setup(stage)
         # Prompt tuning's virtual tokens take positions too: an example that fits max_length alone
         # would run past the model's context window (an index error deep in the embeddings).
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -314,10 +338,14 @@ class EmpatheticLoRAModule(L.LightningModule):
     def on_test_start(self) -> None:
         self._on_evaluation_start()
 
+    def on_fit_start(self) -> None:
+        self._preference_fit_start()
+
     def on_validation_epoch_end(self) -> None:
         every = self.generation_every_n_epochs
         if self.trainer.sanity_checking:
             return
+        self._preference_validation()
         if self.trainer.state.fn == "fit" and (every is None or (self.current_epoch + 1) % every):
             return
         self._evaluate_replies("val")
@@ -402,8 +430,10 @@ class EmpatheticLoRAModule(L.LightningModule):
         }
         if self.emotion_head is not None:
             ckpt[checkpoint_file.META_KEY]["emotions"] = list(emotion_labels.EMOTIONS)
+        self._preference_save(ckpt)
 
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        self._preference_load(ckpt)
         recorded = ckpt.get("hyper_parameters", {}).get("base_model", "?")
         checkpoint_file.check_base(ckpt[checkpoint_file.META_KEY]["signature"], self.base_signature, recorded, self.hparams.base_model)
         checkpoint_file.check_adapter_keys(
