@@ -41,9 +41,9 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def mark(phase: str) -> None:
+def mark(phase: str, **extra: Any) -> None:
     """One row: the running peak RSS, the current RSS and (CUDA) torch's peaks, after `phase`."""
-    row: dict[str, Any] = {"phase": phase, "seconds": round(time.perf_counter() - STARTED, 1),
+    row: dict[str, Any] = {**extra, "phase": phase, "seconds": round(time.perf_counter() - STARTED, 1),
                            "peak_rss_mb": _status_mb("VmHWM"), "rss_mb": _status_mb("VmRSS")}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -62,6 +62,7 @@ class PhaseMarks(L.Callback):
 
     def __init__(self, steps: int) -> None:
         self.steps = steps
+        self.examples, self.first_step_end = 0, 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         mark("data set-up")  # Lightning calls the DataModule's setup just before the callbacks'
@@ -71,13 +72,20 @@ class PhaseMarks(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == 1:
-            mark("first training step")
-        elif trainer.global_step == self.steps:
-            mark(f"steady state ({self.steps} steps)")
+            mark("first training step", examples=batch["input_ids"].shape[0])
+            self.first_step_end = time.perf_counter()
+        else:
+            self.examples += batch["input_ids"].shape[0]
+        if trainer.global_step == self.steps > 1:
+            # Speed over steps 2..N: the first holds the epoch's longest batch (data/batch_order.py).
+            rate = self.examples / (time.perf_counter() - self.first_step_end)
+            mark(f"steady state ({self.steps} steps)", examples_per_s_after_first=round(rate, 3))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            mark("validation")  # ModelCheckpoint runs after every other callback: not yet written
+            ppl = trainer.callback_metrics.get("val/ppl")
+            # ModelCheckpoint runs after every other callback: not yet written
+            mark("validation", **({"val_ppl": round(float(ppl), 3)} if ppl is not None else {}))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         mark("checkpoint write")
