@@ -98,7 +98,8 @@ def read(path: str | Path) -> list[Pair]:
     """Every pair of a JSONL file; a `UserError` naming the file and line on anything else."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Split on newlines only: text may hold other line separators (U+2028, ...) as they are.
+        lines = path.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise UserError(f"pairs file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -1,13 +1,14 @@
-"""`python -m empathic_lora.humaneval serve|report`: judge two runs' replies in the browser, then
-report the results (see docs/humaneval.md)."""
+"""`python -m empathic_lora.humaneval serve|report|export-pairs`: judge two runs' replies in the
+browser, report the results (see docs/humaneval.md), or export the judgments as preference pairs."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from empathic_lora.data import preference_pairs
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
-from empathic_lora.humaneval import report, study
+from empathic_lora.humaneval import preference_export, report, study
 from empathic_lora.humaneval.storage import Store
 
 
@@ -35,7 +36,26 @@ def parser() -> ArgumentParser:
     rep.add_argument("--keep-all", action="store_true", help="exclude nobody, whatever their pass rate")
     rep.add_argument("--min-seconds", type=float, default=report.DEFAULT_MIN_SECONDS,
                      help="flag judgments given faster than this (default %(default)s s)")
+    export = commands.add_parser("export-pairs", help="write the judgments as preference pairs (TRL's JSONL format) for --data.pairs")
+    export.add_argument("--db", type=Path, required=True, help="the study's SQLite file")
+    export.add_argument("--out", type=Path, required=True, help="the JSONL file to write (refused if it exists, unless --force)")
+    export.add_argument("--force", action="store_true", help="replace an existing --out file")
+    export.add_argument("--question", type=int, default=1, help="which question's answers decide chosen and rejected (1-based; default 1)")
+    export.add_argument("--min-pass-rate", type=float, default=report.DEFAULT_MIN_PASS_RATE,
+                        help="exclude annotators the report excludes: attention-check pass rate below this (default %(default)s)")
+    export.add_argument("--keep-all", action="store_true", help="exclude nobody, whatever their pass rate")
     return p
+
+
+def export_pairs(args) -> None:
+    if not 0 <= args.min_pass_rate <= 1:
+        raise UserError(f"--min-pass-rate {args.min_pass_rate}: must be between 0 and 1")
+    pairs, ties = preference_export.study_pairs(Store.open_existing(args.db), args.question - 1,
+                                                None if args.keep_all else args.min_pass_rate)
+    if not pairs:
+        raise UserError(f"--db {args.db}: no judgment prefers one reply on question {args.question} ({ties} ties); nothing to write")
+    preference_pairs.write(args.out, pairs, force=args.force)
+    print(f"wrote {len(pairs)} pairs to {args.out} ({ties} ties dropped)", file=sys.stderr)
 
 
 def serve(args) -> None:
@@ -69,7 +89,7 @@ def write_report(args) -> None:
 
 def main() -> None:
     args = parser().parse_args()
-    serve(args) if args.command == "serve" else write_report(args)
+    {"serve": serve, "report": write_report, "export-pairs": export_pairs}[args.command](args)
 
 
 if __name__ == "__main__":
