@@ -9,7 +9,9 @@ merged. A PiSSA adapter is written converted to a plain LoRA of the untouched ba
 `chat.py --checkpoint DIR` needs: the conversation-format settings, how to rebuild the base
 (a `random_init` base has no weights anywhere: rebuild it with
 `empathic_lora.lm.pretrained.load_model(**meta["base"])`), and the signature that proves the weights fit.
-A model trained with the emotion head also gets `emotion_head.safetensors` (a `torch.nn.Linear` on
+Both also hold what other serving stacks need (`prompt_files`): the tokenizer with this project's
+chat template and a `generation_config.json` that stops where chat stops, and a model card
+(`model_card`, README.md). A model trained with the emotion head also gets `emotion_head.safetensors` (a `torch.nn.Linear` on
 the final hidden state at the response cue) and the label list under `emotions` in that file.
 """
 
@@ -25,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from empathic_lora.data import emotion_labels
+from empathic_lora.data.datamodule import context_turns
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
+from empathic_lora.export import model_card, prompt_files
 from empathic_lora.lm import adapters, checkpoint_file, emotion_classifier, pretrained
 from empathic_lora.session import trained_model
 
@@ -91,7 +95,8 @@ def export(
             module.model.peft_config["default"].base_model_name_or_path = recorded["base_model"]
             adapters.save_pretrained(module.model, staging, module.initial_adapter)
             meta["signature"] = ckpt[checkpoint_file.META_KEY]["signature"]
-        module.tokenizer.save_pretrained(staging)
+        prompt_files.write(module.tokenizer, context_turns(meta["data"]), staging)
+        model_card.write(meta, source, staging, str(target))
         if module.emotion_head is not None:
             emotion_classifier.save_head(module.emotion_head, staging)
             meta["emotions"] = list(emotion_labels.EMOTIONS)

@@ -102,16 +102,24 @@ def _base_section(meta: dict[str, Any], directory: str) -> str:
     return f"The base is `{name}`."
 
 
-def _how_to_load(meta: dict[str, Any], directory: str, base_id: str) -> str:
+def _how_to_load(meta: dict[str, Any], directory: str, base_id: str | None) -> str:
     if meta["kind"] == "adapter":
-        model = (f"base = AutoModelForCausalLM.from_pretrained(\"{base_id}\")  # the base, see above\n"
-                 f"model = PeftModel.from_pretrained(base, \"{directory}\")\n"
-                 f"model.generation_config = GenerationConfig.from_pretrained(\"{directory}\")  # a PeftModel keeps the base's")
-        imports = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig"
+        base = (f"AutoModelForCausalLM.from_pretrained(\"{base_id}\")  # the base, see above" if base_id else
+                f"load_model(**json.load(open(\"{directory}/empathic_lora.json\"))[\"base\"])  # empathic_lora's")
+        model = f"base = {base}\nmodel = PeftModel.from_pretrained(base, \"{directory}\")"
+        config = f"generation_config=GenerationConfig.from_pretrained(\"{directory}\"), "  # a PeftModel generates with the base's
+        imports = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig" + (
+            "" if base_id else "\nimport json\nfrom empathic_lora.lm.pretrained import load_model")
     else:
         model = f"model = AutoModelForCausalLM.from_pretrained(\"{directory}\")  # reads generation_config.json too"
+        config = ""
         imports = "from transformers import AutoModelForCausalLM, AutoTokenizer"
     stops = json.dumps(list(MARKERS))
+    if meta["kind"] == "merged":
+        engine = f"`vllm serve {directory}`"
+    else:
+        engine = (f"`vllm serve {base_id or 'BASE'} --enable-lora --lora-modules empathic={directory} "
+                  f"--chat-template {directory}/chat_template.jinja` (the base's own template otherwise)")
     return f"""```python
 {imports}
 
@@ -119,14 +127,14 @@ tokenizer = AutoTokenizer.from_pretrained("{directory}")
 {model}
 messages = [{{"role": "user", "content": "I feel overwhelmed with work"}}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-output = model.generate(**inputs, tokenizer=tokenizer)  # the tokenizer: generation_config's stop strings need it
+output = model.generate(**inputs, {config}tokenizer=tokenizer)  # stop strings need the tokenizer
 reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 print(reply.split("{MARKERS[0]}")[0].split("{MARKERS[1]}")[0].strip())  # generate keeps the stop string
 ```
 
 An OpenAI-compatible engine reads the chat template from `tokenizer_config.json` and eos from
 `generation_config.json`, but takes stop strings only per request (untested here):
-`vllm serve {directory}`, then `"stop": {stops}` in each request (TGI: the same `stop` field).
+{engine}, then `"stop": {stops}` in each request (TGI: the same `stop` field).
 With this project: `python chat.py --checkpoint {directory}` or `python serve.py --checkpoint {directory}`,
 which also run the crisis check."""
 
@@ -136,7 +144,7 @@ def build(meta: dict[str, Any], config: dict[str, Any] | None, results: dict[str
     resolved `config` and `results` when there are any; `directory` is how the card names the export."""
     data = (config or {}).get("data") or meta.get("data", {})
     metadata = _metadata(meta, data.get("data_dir"))
-    base_id = metadata.get("base_model") or "BASE"
+    base_id = metadata.get("base_model")
     kind = "a LoRA-family adapter (PEFT)" if meta["kind"] == "adapter" else "a full model with its adapter merged in"
     if data.get("data_dir") == SAMPLE_DATA:
         trained_on = ("the small hand-written sample of empathetic dialogues shipped with empathic_lora "
