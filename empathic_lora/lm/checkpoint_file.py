@@ -191,6 +191,15 @@ def read_export_meta(directory: Path) -> dict[str, Any]:
     missing = [key for key in ("kind", "base", "signature") if key not in meta]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}; export the checkpoint again")
+    # Every value the loaders index, typed before any is used (found by tests/session/test_trained_model_properties.py).
+    base = meta["base"] if isinstance(meta["base"], dict) else {}
+    expected = [("kind", meta["kind"], str), ("base", meta["base"], dict), ("signature", meta["signature"], dict),
+                ("data", meta.get("data", {}), dict), ("base.base_model", base.get("base_model"), str),
+                ("base.gguf_file", base.get("gguf_file", ...), (str, type(None))),  # absent: `...`, never accepted
+                ("base.random_init", base.get("random_init"), bool), ("base.init_seed", base.get("init_seed"), int)]
+    broken = [key for key, value, kind in expected if not isinstance(value, kind)]
+    if broken:
+        raise UserError(f"{path} is damaged: {', '.join(broken)} missing or malformed; export the checkpoint again")
     return meta
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from empathic_lora.data.datamodule import context_turns
@@ -132,13 +132,16 @@ def _load_adapter_dir(
     )
     try:
         model = PeftModel.from_pretrained(backbone, str(directory))
-    except (OSError, ValueError, SafetensorError) as error:
-        raise UserError(f"the adapter in {directory} is unreadable ({str(error).splitlines()[0]})") from None
+        slots = set(get_peft_model_state_dict(model))  # also reads the config's values
+    except Exception as error:  # noqa: BLE001 - PEFT builds its config from the file's values unchecked, so a damaged
+        # adapter_config.json fails in arbitrary ways (TypeError, AttributeError, ...; tests/session/test_trained_model_properties.py)
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise UserError(f"the adapter in {directory} is unreadable ({lines[0]})") from None
     checkpoint_file.check_base(meta["signature"], pretrained.signature(model, tokenizer), recorded["base_model"], name)
     with safe_open(str(directory / checkpoint_file.ADAPTER_WEIGHTS), framework="pt") as weights:
         found = set(weights.keys())
     checkpoint_file.check_adapter_keys(
-        set(get_peft_model_state_dict(model)), found, f"the adapter in {directory}",
+        slots, found, f"the adapter in {directory}",
         "its adapter_config.json and adapter_model.safetensors come from different exports",
     )
     return model, tokenizer
