@@ -19,7 +19,9 @@ Nothing here knows about chat or evaluation. An app is built and run like this::
 - `create_app` (`web.app`): a FastAPI app whose every error, its own (`ApiError`), a request
   validation error (400, `param` names the field, e.g. `messages[0].role`), an unknown path, an
   oversized body (413) or a bug (500), is the JSON body
-  `{"error": {"message", "type", "param", "code"}}`, the shape OpenAI's API and clients use.
+  `{"error": {"message", "type", "param", "code"}}`, the shape OpenAI's API and clients use; the
+  app's OpenAPI schema (`/openapi.json`) declares it for every route's 4XX and 5XX responses
+  (`ERROR_RESPONSES`), and a 405 carries `Allow`.
   `static_dir` is served at `/static/...` and its `index.html` at `/`. Every response carries a
   Content-Security-Policy that allows only same-origin scripts, styles and requests: a page can
   use no CDN and no inline script.
