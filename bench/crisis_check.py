@@ -1,15 +1,19 @@
-"""Crisis check: recall and false-alarm rate on the committed evaluation set, for the tuning part,
-the held-out part and both, with recall per category and milliseconds per message for each layer
-(p50/p95), in one run.
+"""Crisis check: recall and false-alarm rate on the committed evaluation set (the tuning part, the
+held-out part and the probes, with recall per category), on its multi-turn conversations, and on the
+frozen held-out set of issue 23 (single messages per writing style, and conversations), with
+milliseconds per message for each layer (p50/p95), in one run.
 
     python bench/crisis_check.py                 # the pattern layer (what chat runs without the extra)
     python bench/crisis_check.py --semantic      # also the semantic layer, and patterns + semantic together
     python bench/crisis_check.py --misses        # also list every miss and false alarm
 
 The set is `bench/crisis_set/` (its README.md says how each part was written and what its first
-measurement was, before it was used to improve the patterns): the tuning part, a held-out part and
-two probes in new phrasings. Targets (issue 10): recall >= 0.95 and false alarms <= 5% on the
-whole set. Timings are per message, its fastest of `--repeats` checks, on whatever CPUs this runs.
+measurement was, before it was used to improve the patterns). Conversations are read as chat and
+serve read them (`CrisisCheck.watch`: each speaker turn alone and with the turns before it, in a
+window of `crisis_check.WINDOW`); one counts as flagged when the crisis line is shown after its last
+turn. Targets (issues 10 and 23): recall >= 0.95 and false alarms <= 5%, on the whole committed set
+and on the frozen held-out set. Timings are per message, its fastest of `--repeats` checks, on
+whatever CPUs this runs.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 # Runnable from a checkout as `python bench/...` even where the package is not pip-installed.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
-from empathic_lora.safety.crisis_check import CrisisCheck
+from empathic_lora.safety.crisis_check import WINDOW, CrisisCheck
 
 SET_DIR = Path(__file__).resolve().parent / "crisis_set"
 PARTS = {
@@ -34,6 +38,10 @@ PARTS = {
     "probe 2": ("probe2_crisis.txt", "probe2_negatives.txt"),
     "probe 3": ("probe3_crisis.txt", "probe3_negatives.txt"),
 }
+CONVERSATIONS = ("conversations_crisis.txt", "conversations_negatives.txt")  # committed, tuned on
+FROZEN = ("frozen_crisis.txt", "frozen_negatives.txt")  # issue 23's held-out set: single messages by style
+FROZEN_CONVERSATIONS = ("multiturn_crisis.txt", "multiturn_negatives.txt")  # and its conversations
+TURN_SEPARATOR = " || "
 TARGET_RECALL, TARGET_FALSE_ALARMS = 0.95, 0.05
 
 
@@ -58,15 +66,36 @@ def read_messages(path: Path) -> Iterable[tuple[str, str]]:
             yield category, line
 
 
-def load_set(set_dir: Path = SET_DIR) -> list[Example]:
+def load_set(set_dir: Path = SET_DIR, parts: dict[str, tuple[str, str]] = PARTS) -> list[Example]:
+    """The messages of `parts` (part: its crisis file and its negatives file)."""
     examples = []
-    for part, (crisis_file, negatives_file) in PARTS.items():
+    for part, (crisis_file, negatives_file) in parts.items():
         for name, crisis in ((crisis_file, True), (negatives_file, False)):
             path = set_dir / name
             if not path.is_file():
                 raise UserError(f"--set {set_dir}: {name} is missing")
             examples += [Example(text, crisis, category, part) for category, text in read_messages(path)]
     return examples
+
+
+def turns(example: Example) -> list[str]:
+    """The speaker turns of a conversation line."""
+    return example.text.split(TURN_SEPARATOR)
+
+
+def conversation_flagged(check: CrisisCheck) -> Callable[[str], bool]:
+    """Whether `check`, reading a conversation line turn by turn as chat does, shows the line after its last turn."""
+
+    def flagged(text: str) -> bool:
+        watch = check.watch()
+        return [watch.hear(turn) for turn in text.split(TURN_SEPARATOR)][-1].notice
+
+    return flagged
+
+
+def any_turn_alone(matches: Callable[[str], bool]) -> Callable[[str], bool]:
+    """Whether some turn of a conversation line signals read alone: the check without its window."""
+    return lambda text: any(matches(turn) for turn in text.split(TURN_SEPARATOR))
 
 
 @dataclass
@@ -100,7 +129,7 @@ class Evaluation:
 
 def evaluate(matches: Callable[[str], bool], examples: list[Example]) -> Evaluation:
     """Score a check (`CrisisCheck(...).matches`) on the set."""
-    result = Evaluation({part: Score() for part in (*PARTS, "all")}, {}, [])
+    result = Evaluation({part: Score() for part in (*dict.fromkeys(e.part for e in examples), "all")}, {}, [])
     for example in examples:
         fired = bool(matches(example.text))
         for part in (example.part, "all"):
@@ -125,18 +154,21 @@ def milliseconds(matches: Callable[[str], bool], texts: list[str], repeats: int)
 
 def report(name: str, matches: Callable[[str], bool], examples: list[Example], repeats: int, misses: bool) -> Evaluation:
     result = evaluate(matches, examples)
-    p50, p95 = milliseconds(matches, [e.text for e in examples], repeats)
-    print(f"== {name}: {p50:.3f} ms per message p50, {p95:.3f} ms p95")
+    timing = ""
+    if repeats:
+        p50, p95 = milliseconds(matches, [e.text for e in examples], repeats)
+        timing = f": {p50:.3f} ms per message p50, {p95:.3f} ms p95"
+    print(f"== {name}{timing}")
     for part, score in result.parts.items():
         print(f"{part:>9}: recall {score.recall:.3f} ({score.caught}/{score.crisis}), "
               f"false alarms {score.false_alarm_rate:.3f} ({score.false_alarms}/{score.negatives})")
-    print("   recall per crisis category: " + ", ".join(
+    print("   recall per crisis category (or style): " + ", ".join(
         f"{key.split('/')[1]} {s.recall:.2f}" for key, s in result.categories.items() if key.startswith("crisis/")))
-    print("   false alarms per negative category: " + ", ".join(
+    print("   false alarms per negative category (or style): " + ", ".join(
         f"{key.split('/')[1]} {s.false_alarm_rate:.2f}" for key, s in result.categories.items() if key.startswith("negative/")))
     everything = result.parts["all"]
     met = everything.recall >= TARGET_RECALL and everything.false_alarm_rate <= TARGET_FALSE_ALARMS
-    print(f"   targets (recall >= {TARGET_RECALL}, false alarms <= {TARGET_FALSE_ALARMS:.0%}, whole set): {'met' if met else 'NOT met'}")
+    print(f"   targets (recall >= {TARGET_RECALL}, false alarms <= {TARGET_FALSE_ALARMS:.0%}, all): {'met' if met else 'NOT met'}")
     if misses:
         for example in result.errors:
             kind = "missed" if example.crisis else "false alarm"
@@ -154,15 +186,24 @@ def main() -> None:
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats}: must be at least 1")
     examples = load_set(args.set)
-    patterns = CrisisCheck()
-    report("patterns", patterns.matches, examples, args.repeats, args.misses)
+    conversations = load_set(args.set, {"conversations": CONVERSATIONS})
+    frozen = load_set(args.set, {"frozen": FROZEN})
+    frozen_conversations = load_set(args.set, {"frozen conversations": FROZEN_CONVERSATIONS})
+    checks = {"patterns": CrisisCheck()}
     if args.semantic:
         from empathic_lora.safety import semantic_layer
         from empathic_lora.safety.crisis_check import sentences
 
         layer = semantic_layer.SemanticLayer(sentences)
-        report("semantic alone", layer, examples, args.repeats, args.misses)
-        report("patterns + semantic", CrisisCheck(semantic=layer).matches, examples, args.repeats, args.misses)
+        checks["patterns + semantic"] = CrisisCheck(semantic=layer)
+        report("semantic alone, committed set", layer, examples, args.repeats, args.misses)
+    for name, check in checks.items():
+        # `signals`, not `matches`, which remembers each text checked and so would time its cache.
+        report(f"{name}, committed set", check.signals, examples, args.repeats, args.misses)
+        for label, cases in (("committed conversations", conversations), ("frozen conversations", frozen_conversations)):
+            report(f"{name}, {label}, each turn alone", any_turn_alone(check.matches), cases, 0, False)
+            report(f"{name}, {label}, turns in a window of {WINDOW}", conversation_flagged(check), cases, 0, args.misses)
+        report(f"{name}, frozen held-out set (issue 23)", check.signals, frozen, args.repeats, args.misses)
 
 
 if __name__ == "__main__":

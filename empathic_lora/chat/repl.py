@@ -52,7 +52,11 @@ def answer(
     session: Conversation, message: str, out: TextIO, prefix: str, crisis_out: TextIO, show_emotion: bool = False
 ) -> str:
     """Write the reply to `message` to `out` as it streams, on one line; the crisis line after it.
-    `show_emotion`: the emotion head's reading first, where the crisis line goes."""
+    `show_emotion`: the emotion head's reading first, where the crisis line goes.
+
+    With a fixed crisis reply (`--crisis_reply fixed`) the check runs before generating: a message
+    that signals (alone or with the turns before it) gets that reply and no model text at all. The
+    line follows every reply from the first signal until /reset."""
     text, cut = session.fit(message)
     if cut:
         print(
@@ -68,9 +72,18 @@ def answer(
         out.write(piece)
         out.flush()
 
-    reply = session.respond(text, show)
-    print("" if reply else NO_REPLY, file=out, flush=True)
-    if session.crisis.matches(message):
+    fixed = session.crisis.reply
+    # With the model's reply the check waits until it is written: the semantic layer would delay the first word.
+    verdict = session.hear(message) if fixed is not None else None
+    if verdict is not None and verdict.signal:
+        reply = fixed
+        session.remember(text, reply)
+        print(reply, file=out, flush=True)
+    else:
+        reply = session.respond(text, show)
+        print("" if reply else NO_REPLY, file=out, flush=True)
+        verdict = verdict or session.hear(message)
+    if verdict.notice:
         print(session.crisis.message, file=crisis_out, flush=True)
     return reply
 

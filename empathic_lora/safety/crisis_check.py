@@ -1,5 +1,8 @@
-"""Crisis language: when a message signals a risk of self-harm or suicide, chat still answers and
-also shows a short, warm line pointing to people who can help.
+"""Crisis language: when a message signals a risk of self-harm or suicide, chat answers with a short
+fixed reply written after safe-messaging guidance (`DEFAULT_REPLY`; `--crisis_reply model` keeps the
+model's own reply) and a warm line pointing to people who can help, which then stays on every reply
+of the conversation. The check reads the conversation: each speaker turn alone, and with the turns
+before it in a window of `WINDOW` (`CrisisWatch`, which chat and serve both use).
 
 The model is a small research model, not a counsellor, so the check that decides is a set of
 patterns rather than anything learned: predictable, auditable, and easy to change. They are grouped
@@ -25,10 +28,11 @@ An optional semantic layer (`empathic_lora.safety.semantic_layer`) may add to th
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from empathic_lora.errors import UserError
@@ -39,6 +43,20 @@ DEFAULT_MESSAGE = (
     "crisis line (https://findahelpline.com lists them by country), or to someone you trust. "
     "I'm an AI language model, not a therapist, and a person can help in ways I can't."
 )
+
+# Given in place of the model's reply when a message signals a risk (`--crisis_reply fixed`, the
+# default): a 135M model fine-tuned for minutes must not be the voice of the project at that moment.
+# Written after published safe-messaging guidance (README's safety section cites it: Samaritans,
+# reportingonsuicide.org, WHO, #chatsafe): thank and acknowledge without judging,
+# take it seriously without minimising ("it will be fine") or arguing, no questions a bot cannot
+# follow up, nothing about methods, hope that help works, and a person to reach now; the line
+# (`DEFAULT_MESSAGE`) follows with where to reach one and that this is not a therapist.
+DEFAULT_REPLY = (
+    "Thank you for telling me. I'm really sorry you're going through this, and I'm taking what you said seriously. "
+    "You deserve support right now from a person who can be there with you; many people who have felt this way "
+    "have found that talking to someone helped."
+)
+REPLY_MODES = ("fixed", "model")
 
 # -- building blocks (normalized text: lower case, words separated by one space) ---------------------
 SELF = r"(?:my ?|him ?|her ?|them ?|one ?|ur ?)sel(?:f|ves)"
@@ -65,7 +83,9 @@ HEIGHTS = (
 )
 VEHICLES = r"(?:traffic|train|trains|bus|truck|lorry|car|cars|subway|tube|tracks|highway|freeway|motorway)"
 BODY = r"(?:wrists?|arms?|thighs?|legs?|skin|veins?|stomach|hips?|throat|body|own body)"
-DIE = r"(?:die|be dead|d1e|dye(?! (?:my|your|his|her|the|it|this|that|our|their|a|some|hair|clothes)\b))"
+# "die my hair": die and dye are confused both ways.
+DIE = (r"(?:die(?! (?:my|your|his|her|their|the|it|this|that) (?:hair|clothes|shirt|jeans|beard|eyebrows|roots)\b)|be dead|d1e"
+       r"|dye(?! (?:my|your|his|her|the|it|this|that|our|their|a|some|hair|clothes)\b))")
 
 
 def _intended(action: str) -> str:
@@ -94,7 +114,7 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           rf"{DIE}\b(?! (?:than|if|laughing|of|on this hill|for (?:a|some|that|this|the)|happy|old|in my sleep at)\b)", topic=True),
         R(r"\b(?:wan\w*|wish\w*|rather|prefer) (?:to )?not (?:be alive|exist|be here|be around|live|wake up|be born)\b"),
         R(r"\bend\w* (?:my|his|her|their) (?:own )?(?:suffering|misery|existence)\b|\bend (?:my|the) pain (?:for good|forever|permanently)\b"),
-        R(r"\b(?:wont|not|never|no way im|no way i am|no way ill) (?:be )?mak(?:e|ing) it (?:to|until|till|through|past) (?:my birthday|christmas"
+        R(r"\b(?:wont|not|never|no way im|no way i am|no way ill|dont think ill|dont think i will|cant see myself) (?:be )?mak(?:e|ing) it (?:to|until|till|through|past) (?:my birthday|christmas"
           r"|new year|next (?:year|week|month)|the (?:weekend|end of (?:the )?(?:week|month|year))|tomorrow|morning|summer)\b"
           r"|\b(?:ill|i will|i\s?ll) be (?:gone|dead) (?:by|before) (?:then|tomorrow|morning|the weekend|next \w+|my birthday|christmas)\b"),
         R(rf"\bdo (?:something|anything)(?: \w+)? to {SELF}\b"),
@@ -134,7 +154,7 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
           r"|make it)\b"),
         R(r"\bwhy (?:am|are|is) (?:i|he|she) (?:even )?(?:still )?(?:alive|living|breathing)\b|\bwhy (?:am|are|is) (?:i|he|she) (?:even )?still here$"),
         R(r"\bcant (?:go on|keep going|keep living|carry on|live like this|do this|do it|take (?:it|this)|handle (?:it|this|life))"
-          r"(?: \w+){0,3}? (?:anymore|any ?more|n e more|any longer)\b"),
+          r"(?! (?:the|a|an|my|our|his|her|their|this|that)\b)(?: \w+){0,3}? (?:anymore|any ?more|n e more|any longer)\b"),
         R(r"\bcant (?:go on|keep going|keep living|carry on)\b"
           r"(?! (?:the|a|an|that|this|my|our|his|her|their|vacation|holiday|trip|stage|tour|date|it|break|leave|without)\b)"),
         R(r"\bbetter off (?:dead|without (?:me|him|her|them|us)|if (?:i|he|she|they) (?:was|were|wasnt|werent|didnt|did not|never"
@@ -347,6 +367,33 @@ CATEGORIES: dict[str, tuple[Rule, ...]] = {
     ),
 }
 
+# -- weak cues: none is a signal alone, two of different kinds in one message or window are --------
+# Added after the first look at the frozen held-out set (issue 23): a plan is often said in pieces,
+# each harmless ("I have everything I need now." then "I will not be here on Monday."). Read over a
+# whole message or a joined window of turns, not one sentence at a time.
+WEAK_CUES: dict[str, re.Pattern[str]] = {
+    "settled": re.compile(
+        r"\b(?:i have|ive got|got) everything i need\b|\b(?:its|it is|thats|everything is|everythings|all) (?:all )?(?:sorted|planned"
+        r"|arranged|ready|set|in order|worked out|taken care of)\b|\b(?:ive|i have|i ve) (?:sorted it|made (?:up )?my (?:mind|peace|decision)"
+        r"|made sure(?: of it)?|got it all worked out|it all worked out|decided|worked out how|a plan)\b|\bhave it all worked out\b"
+        r"|\bthe date is set\b|\bmy mind is made up\b|\b(?:no ?one|nobody)s? (?:is )?talking me out of\b|\bdont try (?:and|to) stop me\b"
+        r"|\bgo through with it\b|\bready to go\b|\bfree to go\b|\bit(?:ll| will) be (?:done|over)\b|\bfor good\b"),
+    "absent": re.compile(
+        r"\b(?:wont|will not|not going to|not gonna|not planning (?:to|on)|dont plan (?:to|on)) (?:be |being )?(?:here|around|alive)\b"
+        r"|\bwont (?:need|be needing) (?:it|them|this|that|my|a|the|any)\b|\bnot coming back\b|\bwont be for (?:much|very) long\b"
+        r"|\b(?:ill|i will) be (?:gone|dead)\b|\bafter (?:im|i am|i ve|ive) gone\b|\bwhere (?:im|hes|shes) going\b"
+        r"|\b(?:last|final) (?:one|week|day|night|shift|time|message|birthday)\b|\bnot (?:be|being) (?:here|around) (?:by|for|much|in)\b"),
+    "goodbye": re.compile(
+        r"\bthank you for (?:being|always|everything|all)\b|\blook after (?:yourself|mum|mom|dad|my|the|them|him|her)\b"
+        r"|\btell (?:mum|mom|dad|my \w+|them|her|him|everyone) (?:im sorry|i love|i loved|that i)\b|\b(?:letters?|notes?|messages?|emails?) (?:for|to)"
+        r" (?:mum|mom|dad|my|everyone|them|each|her|him)\b|\bgave (?:away )?(?:my|his|her) \w+ to\b|\bgiven away\b|\bshell understand\b"
+        r"|\bdont blame (?:yourselves|yourself)\b|\bsorry (?:ive|i have) been\b"),
+    "means": re.compile(
+        rf"\b{PILLS}\b|\b(?:rope|noose|blade|razor|rifle|gun|hosepipe|belt over|cliffs?|quarry|railway|platform|tracks|the edge|how high"
+        rf"|highest|multistorey|multi story|car park roof|stop a heart|the whole lot|all at once|enough to)\b"),
+}
+
+
 # -- contexts in which a match does not count ------------------------------------------------------
 NEGATORS = {"never", "not", "dont", "wont", "wouldnt", "didnt", "isnt", "arent", "aint", "doesnt", "nor", "nt"}
 # Words that may sit between a negator and what it negates: "not going to ever", "never even thought of".
@@ -511,6 +558,7 @@ class CrisisCheck:
         *,
         builtin: bool = True,
         semantic: Callable[[str], bool] | None = None,
+        reply: str | None = DEFAULT_REPLY,
     ) -> None:
         """
         Args:
@@ -518,10 +566,16 @@ class CrisisCheck:
             message: The line shown after the reply when the check fires.
             builtin: False drops the built-in categories: only `phrases` are matched.
             semantic: A second layer asked only when no pattern matched (e.g. `semantic_layer.SemanticLayer(sentences)`).
+            reply: Given instead of the model's reply to a message that signals (checked before any
+                generation); None keeps the model's reply, the line still following it.
         """
         self.patterns = PatternLayer(phrases, builtin)
         self.message = message
         self.semantic = semantic
+        self.reply = reply
+        # A conversation's turns are checked again and again (the window slides; an API client resends
+        # its whole history with every request): each text is checked once.
+        self._matches = functools.lru_cache(maxsize=4096)(self.signals)
 
     @property
     def phrases(self) -> list[str]:
@@ -530,14 +584,14 @@ class CrisisCheck:
     @classmethod
     def from_file(
         cls, path: str | Path, message: str = DEFAULT_MESSAGE, *, builtin: bool = True,
-        semantic: Callable[[str], bool] | None = None,
+        semantic: Callable[[str], bool] | None = None, reply: str | None = DEFAULT_REPLY,
     ) -> CrisisCheck:
         """The user's phrases from a text file, one per line; blank lines and `#` comments are skipped."""
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise UserError(f"--crisis_phrases {path} is unreadable ({error})") from None
-        check = cls([line.split("#", 1)[0] for line in lines], message, builtin=builtin, semantic=semantic)
+        check = cls([line.split("#", 1)[0] for line in lines], message, builtin=builtin, semantic=semantic, reply=reply)
         if not check.phrases:
             raise UserError(f"--crisis_phrases {path} holds no phrase (one per line, # starts a comment)")
         return check
@@ -547,9 +601,37 @@ class CrisisCheck:
         return list(self.patterns.hits(text))
 
     def matches(self, text: str) -> bool:
+        """Whether one message signals a risk, read alone (each text checked once, then remembered)."""
+        return self._matches(text)
+
+    def signals(self, text: str) -> bool:
+        """`matches`, checked afresh every time (for timing it)."""
         if next(iter(self.patterns.hits(text)), None) is not None:
             return True
+        if self.patterns.rules and weak_cues(text) >= 2:
+            return True
         return self.semantic is not None and self.semantic(text)
+
+    def completes_signal(self, turns: Sequence[str]) -> bool:
+        """Whether the newest of the speaker's `turns` (oldest first) shows a signal: read alone, or read
+        together with the speaker's turns before it, up to `WINDOW` in all, joined as one text, so that
+        a signal split across messages counts ("I have everything I need now." then "I will not be here
+        on Monday."; "i just want to" then "die"). A joined window that signalled already without the
+        newest turn does not count again: it was the turn before that completed it."""
+        recent = [turn.strip() for turn in turns[-WINDOW:]]
+        if not recent:
+            return False
+        if self.matches(recent[-1]):
+            return True
+        recent = [_edges(turn) for turn in recent]
+        return any(
+            self.matches(" ".join(recent[start:])) and not self.matches(" ".join(recent[start:-1]))
+            for start in range(len(recent) - 1)
+        )
+
+    def watch(self) -> CrisisWatch:
+        """A fresh conversation's state: the check of each new speaker turn, and whether the line stays."""
+        return CrisisWatch(self)
 
     def layers(self) -> str:
         """Which layers are active, in words, for the one note chat prints."""
@@ -559,18 +641,77 @@ class CrisisCheck:
         return " + ".join(parts)
 
 
+def weak_cues(text: str) -> int:
+    """How many kinds of `WEAK_CUES` a text holds (its sentences that are negated or look back from recovery aside)."""
+    kept = " ".join(
+        sentence for sentence in (normalize(raw).strip() for raw in sentences(text))
+        if not (RECOVERY.search(sentence) and not PRESENT.search(sentence))
+    )
+    return sum(bool(cue.search(f" {kept} ")) for cue in WEAK_CUES.values())
+
+
+def _edges(turn: str) -> str:
+    """A long turn's first and last `JOIN_CHARS` characters, for reading it joined with its neighbours:
+    a split signal spans the edges of turns, the rest of a turn is read alone, and a pasted page is
+    then not read again at every turn of its window (a megabyte takes seconds)."""
+    if len(turn) <= 2 * JOIN_CHARS:
+        return turn
+    return f"{turn[:JOIN_CHARS]} ... {turn[-JOIN_CHARS:]}"
+
+
+JOIN_CHARS = 1000
+# The speaker turns read together. Three: a thought split over two or three chat messages is caught,
+# while the harmless turns that follow leave the window after two more turns (the line stays anyway,
+# see `CrisisWatch`), and a conversation's unrelated sentences are rarely joined into a false alarm.
+WINDOW = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the check says about the newest speaker turn of a conversation."""
+
+    signal: bool  # the turn shows a signal (alone or completing one): the fixed reply replaces the model's
+    notice: bool  # the crisis line is shown: a signal now or at any earlier turn of the conversation
+
+
+@dataclass
+class CrisisWatch:
+    """The crisis check of one conversation: its speaker's last `WINDOW` turns and whether any turn so
+    far signalled. Once one did, the line stays on every later reply until `reset` (chat's /reset; the
+    API builds one per request from the request's user turns, so a new conversation starts fresh)."""
+
+    check: CrisisCheck
+    turns: list[str] = field(default_factory=list)
+    seen: bool = False
+
+    def hear(self, message: str) -> Verdict:
+        """The verdict on `message`, the speaker's newest turn, which it adds to the window."""
+        self.turns = [*self.turns, message][-WINDOW:]
+        signal = self.check.completes_signal(self.turns)
+        self.seen = self.seen or signal
+        return Verdict(signal, self.seen)
+
+    def reset(self) -> None:
+        self.turns, self.seen = [], False
+
+
 SEMANTIC_MODES = ("auto", "on", "off")
 
 
 def build(
     phrases_file: str | Path | None = None, message: str = DEFAULT_MESSAGE, *, phrases_only: bool = False,
-    semantic: str = "auto",
+    semantic: str = "auto", reply: str = "fixed",
 ) -> CrisisCheck:
     """The check configured by chat's flags (`--crisis_phrases`, `--crisis_phrases_only`,
-    `--crisis_message`, `--crisis_semantic`): `semantic` "auto" adds the semantic layer when the
-    crisis-semantic extra is installed; `phrases_only` matches the user's phrases and nothing else."""
+    `--crisis_message`, `--crisis_semantic`, `--crisis_reply`): `semantic` "auto" adds the semantic
+    layer when the crisis-semantic extra is installed; `phrases_only` matches the user's phrases and
+    nothing else; `reply` "fixed" answers a message that signals with `DEFAULT_REPLY`, "model" with
+    the model's own reply."""
     if semantic not in SEMANTIC_MODES:
         raise UserError(f"--crisis_semantic {semantic}: expected one of {', '.join(SEMANTIC_MODES)}")
+    if reply not in REPLY_MODES:
+        raise UserError(f"--crisis_reply {reply}: expected one of {', '.join(REPLY_MODES)}")
+    fixed = DEFAULT_REPLY if reply == "fixed" else None
     if phrases_only and phrases_file is None:
         raise UserError("--crisis_phrases_only needs --crisis_phrases FILE")
     from empathic_lora.safety import semantic_layer
@@ -578,8 +719,8 @@ def build(
     wanted = not phrases_only and (semantic == "on" or (semantic == "auto" and semantic_layer.available()))
     layer = semantic_layer.SemanticLayer(sentences) if wanted else None
     if phrases_file is None:
-        return CrisisCheck(message=message, semantic=layer)
-    return CrisisCheck.from_file(phrases_file, message, builtin=not phrases_only, semantic=layer)
+        return CrisisCheck(message=message, semantic=layer, reply=fixed)
+    return CrisisCheck.from_file(phrases_file, message, builtin=not phrases_only, semantic=layer, reply=fixed)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -592,12 +733,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     crisis.add_argument("--crisis_semantic", choices=SEMANTIC_MODES, default="auto",
                         help="the semantic layer (auto: when the crisis-semantic extra is installed)")
     crisis.add_argument("--crisis_message", default=DEFAULT_MESSAGE, help="the line shown after the reply when the check fires")
+    crisis.add_argument("--crisis_reply", choices=REPLY_MODES, default="fixed",
+                        help="the reply to a message that signals a risk: fixed, a short safe-messaging reply checked "
+                        "before any generation (no model text is shown); model, the model's own reply (for research)")
 
 
 def from_flags(args: argparse.Namespace) -> CrisisCheck:
     """The check `add_flags`' flags configure (see `build`); one line on stderr says which layers are on."""
     check = build(args.crisis_phrases, args.crisis_message, phrases_only=args.crisis_phrases_only,
-                  semantic=args.crisis_semantic)
+                  semantic=args.crisis_semantic, reply=args.crisis_reply)
     hint = ' (pip install "empathic_lora[crisis-semantic]" adds a semantic layer)' if args.crisis_semantic == "auto" \
         and check.semantic is None and not args.crisis_phrases_only else ""
     print(f"crisis check: {check.layers()}{hint}", file=sys.stderr, flush=True)

@@ -9,13 +9,18 @@
   as chat cuts it (`session.conversation_state.Conversation.fit`), so a huge body costs no more than a page (bodies over
   `--max_body_bytes` are refused with 413). A client that leaves stops its generation after the
   token being generated; a request still waiting is dropped.
-- The crisis line: the last user message is checked after the reply, as chat checks it, by the
-  check chat's crisis flags configure (`crisis_check.add_flags`). When it matches, the reply comes as
-  usual and the crisis message follows it as a last paragraph of the content
-  ("\\n\\n" + message), so any OpenAI client shows it; the response (or, streamed, the chunk that
-  carries that paragraph) also has a top-level `crisis_notice` field holding the message, which
-  the page shows as a distinct notice. A crisis paragraph sent back in an `assistant` message is
-  dropped before prompting, as chat never puts it in the history.
+- The crisis line: the request's user messages (its last `CRISIS_TURNS`) are read in order as
+  chat reads a conversation (`CrisisWatch`: each with the speaker's turns before it), by the check
+  chat's crisis flags configure (`crisis_check.add_flags`). When the last one signals, the content
+  is `CrisisCheck.reply` and no generation runs (`--crisis_reply fixed`, the default; with `model`
+  the model's reply, checked after it). When any of them signalled, the crisis message follows
+  the content as a last paragraph ("\\n\\n" + message), so any OpenAI client shows it; the
+  response (or, streamed, the chunk that carries that paragraph) also has a top-level
+  `crisis_notice` field holding the message, which the page shows as a distinct notice. The API
+  keeps no state: a conversation is the messages a request sends, so the notice stays while a
+  flagged user turn is among them and a new conversation starts without it. A crisis paragraph
+  sent back in an `assistant` message is dropped before prompting, as chat never puts it in the
+  history; the fixed reply stays, as in chat.
 - Errors have OpenAI's shape (`empathic_lora.web`). An error after a stream has started is sent
   as an event `{"error": {...}}` followed by `[DONE]`, which OpenAI's clients raise.
 
@@ -60,6 +65,10 @@ from empathic_lora.session.conversation_state import Conversation
 from empathic_lora.session.flags import add_session_flags, load_session_model
 
 PAGE = Path(__file__).parent / "page"
+# The user turns of a request the crisis check reads, newest last: a conversation's every turn, bar a
+# pasted history of thousands of tiny messages, each of which would cost a check (40 ms with the
+# semantic layer; each text is checked once, so a client resending its history pays only for the new turn).
+CRISIS_TURNS = 100
 
 
 class _Control(StoppingCriteria):
@@ -113,7 +122,7 @@ class Job:
     settings: GenerationSettings
     stops: list[str]
     on_text: Callable[[str], None]
-    message: str  # the last user message as sent, for the crisis check
+    speaker_turns: list[str]  # the user messages as sent, oldest first, for the crisis check
     cancel: threading.Event = field(default_factory=threading.Event)
     crisis_notice: str | None = None
     prompt_tokens: int = 0
@@ -145,15 +154,25 @@ class Generator:
     def _run(self, job: Job) -> Job:
         try:
             if not job.cancel.is_set():  # a client that left while waiting costs nothing
-                self._generate(job)
-                # After the reply, as chat checks: the notice follows the reply, and the semantic layer runs
-                # a model (40 ms on 2 CPU cores) that would otherwise delay the first word. In this thread,
-                # not the event loop, which would stall every other stream meanwhile.
-                job.crisis_notice = self.crisis.message if self.crisis.matches(job.message) else None
+                # In this thread, not the event loop, which would stall every other stream meanwhile. A fixed
+                # reply needs the verdict first; the model's reply does not, and the semantic layer runs a model
+                # (40 ms on 2 CPU cores) that would delay its first word, so it is checked after it, as chat does.
+                fixed = self.crisis.reply
+                verdict = self._hear(job) if fixed is not None else None
+                if verdict is not None and verdict.signal:
+                    job.on_text(fixed)  # no model ran: no tokens are counted
+                else:
+                    self._generate(job)
+                    verdict = verdict or self._hear(job)
+                job.crisis_notice = self.crisis.message if verdict.notice else None
             return job
         finally:
             with self._lock:
                 self.pending -= 1
+
+    def _hear(self, job: Job) -> crisis_check.Verdict:
+        watch = self.crisis.watch()
+        return [watch.hear(turn) for turn in job.speaker_turns][-1]
 
     def _generate(self, job: Job) -> None:
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
@@ -220,7 +239,8 @@ class ChatApi:
             if message.role == "assistant":
                 text = text.removesuffix(self._crisis_paragraph())
             turns.append(Turn("speaker" if message.role == "user" else "listener", session.fit(text)[0]))
-        return Job(turns, session.formatter, settings, request.stop, on_text, messages[-1].text())
+        speaker_turns = [m.text() for m in messages if m.role == "user"][-CRISIS_TURNS:]
+        return Job(turns, session.formatter, settings, request.stop, on_text, speaker_turns)
 
     def _crisis_paragraph(self) -> str:
         return f"\n\n{self.config.crisis.message}"

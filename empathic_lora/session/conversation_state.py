@@ -19,7 +19,7 @@ from empathic_lora.lm.decoding import (
     prompt_budget,
     stream_reply,
 )
-from empathic_lora.safety.crisis_check import CrisisCheck
+from empathic_lora.safety.crisis_check import CrisisCheck, Verdict
 from empathic_lora.session.trained_model import TrainedModel
 
 # A message is cut to this many characters per token of room before it is tokenized, so that a
@@ -36,6 +36,7 @@ class Conversation:
         self.loaded, self.settings, self.crisis = loaded, settings, crisis
         self.formatter = Formatter(loaded.tokenizer, history_turns)
         self.history: list[Turn] = []
+        self.crisis_watch = crisis.watch()
         window = context_window(loaded.model)
         overhead = len(self.formatter.encode_prompt([Turn("speaker", "")], window))  # turn marker and reply cue
         self.message_room = prompt_budget(loaded.model, settings) - overhead
@@ -59,17 +60,34 @@ class Conversation:
 
     def respond(self, message: str, on_text: Callable[[str], None]) -> str:
         """Stream the reply to `message` given the history; an empty reply leaves the history as it was."""
-        turns = [*self.history, Turn("speaker", message)]
-        reply = stream_reply(self.loaded.model, self.formatter, turns, self.settings, on_text)
+        reply = stream_reply(self.loaded.model, self.formatter, [*self.history, Turn("speaker", message)], self.settings,
+                             on_text)
         if reply:
-            keep = self.formatter.history_turns
-            turns.append(Turn("listener", reply))
-            # Older turns can never reach the prompt again.
-            self.history = turns if keep is None else turns[max(0, len(turns) - keep) :]
+            self.remember(message, reply)
         return reply
+
+    def remember(self, message: str, reply: str) -> None:
+        """Add a speaker turn and the listener's reply to the history.
+
+        `CrisisCheck.reply`, given in place of the model's reply, goes in as the listener turn, for
+        two reasons: the history then holds what the person saw, as an API client sends back what it
+        got (so chat and serve prompt alike), and the person's message stays in the context, so the
+        replies after it answer the conversation they had rather than one with their words removed.
+        """
+        keep = self.formatter.history_turns
+        turns = [*self.history, Turn("speaker", message), Turn("listener", reply)]
+        # Older turns can never reach the prompt again.
+        self.history = turns if keep is None else turns[max(0, len(turns) - keep) :]
+
+    def hear(self, message: str) -> Verdict:
+        """The crisis check's verdict on `message` as the speaker's newest turn, read with the turns
+        before it (`CrisisWatch`); once a turn has signalled, every later verdict keeps the notice
+        until `reset`. `message` as typed: the check reads all of it, even where `fit` cut it."""
+        return self.crisis_watch.hear(message)
 
     def reset(self) -> None:
         self.history = []
+        self.crisis_watch.reset()
 
     def emotion(self, message: str | None = None) -> str:
         """What the emotion head reads in the history (plus `message`), e.g. `(sounds: anxious 0.62, afraid

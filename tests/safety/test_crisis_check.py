@@ -158,3 +158,45 @@ def test_auto_without_the_extra_is_patterns_only(monkeypatch: pytest.MonkeyPatch
     assert check.semantic is None and check.layers() == "built-in patterns"
     with pytest.raises(UserError, match=r"crisis-semantic extra: pip install"):
         crisis_check.build(semantic="on")
+
+
+# -- the conversation: the speaker's recent turns read together ------------------------------------
+def test_a_signal_split_across_turns_is_caught_once_and_the_notice_stays() -> None:
+    watch = CHECK.watch()
+    verdicts = [watch.hear(turn) for turn in ("i just want to", "die", "what's for dinner", "ok", "fine")]
+    assert [v.signal for v in verdicts] == [False, True, False, False, False]  # the window does not re-fire
+    assert [v.notice for v in verdicts] == [False, True, True, True, True]  # the line stays after the window moved on
+    watch.reset()
+    assert watch.hear("what's for dinner") == crisis_check.Verdict(signal=False, notice=False)
+
+
+@pytest.mark.parametrize(("turns", "fires"), [
+    (["I have everything I need now.", "I will not be here on Monday."], True),  # two weak cues of different kinds
+    (["I have everything I need now.", "I will be at my parents' on Monday."], False),
+    (["I will not be here on Monday.", "the office is closed"], False),  # one kind alone
+    (["honestly i dont want to", "be alive anymore"], True),
+    (["i just want to", "die my hair purple"], False),
+    (["I want to kill", "time before the concert"], False),
+    (["i just want to", "a", "b", "die"], False),  # "i just want to" has left the window of 3
+])
+def test_the_window_reads_turns_together(turns: list[str], fires: bool) -> None:
+    assert crisis_check.WINDOW == 3
+    watch = CHECK.watch()
+    assert [watch.hear(turn) for turn in turns][-1].notice is fires, turns
+
+
+def test_a_long_turn_is_joined_by_its_edges_only() -> None:
+    page = "I feel fine. " * 100_000
+    assert len(crisis_check._edges(page)) <= 2 * crisis_check.JOIN_CHARS + 5
+    watch = CHECK.watch()
+    assert not watch.hear(page + "i just want to").signal and watch.hear("die").signal  # the join is at the edges
+
+
+def test_the_committed_conversations_are_read_together() -> None:
+    conversations = bench.load_set(parts={"conversations": bench.CONVERSATIONS})
+    assert sum(e.crisis for e in conversations) >= 15 and sum(not e.crisis for e in conversations) >= 15
+    windowed = bench.evaluate(bench.conversation_flagged(CHECK), conversations).parts["all"]
+    alone = bench.evaluate(bench.any_turn_alone(CHECK.matches), conversations).parts["all"]
+    # Measured: recall 0.93, false alarms 0.07 (one twin: a will and letters to the kids); each turn alone: 0.47 recall.
+    assert windowed.recall >= 0.9 and windowed.false_alarm_rate <= 0.1, windowed
+    assert windowed.recall > alone.recall + 0.3, (windowed, alone)

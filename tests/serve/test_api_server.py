@@ -20,7 +20,7 @@ import web_harness as harness
 from conftest import ROOT, assert_one_line_error, run_main, run_python
 
 from empathic_lora.lm.decoding import GenerationSettings
-from empathic_lora.safety.crisis_check import DEFAULT_MESSAGE, CrisisCheck
+from empathic_lora.safety.crisis_check import DEFAULT_MESSAGE, DEFAULT_REPLY, CrisisCheck
 from empathic_lora.serve import api_server
 from empathic_lora.serve.api_server import ServeConfig, create_app
 from empathic_lora.session import trained_model
@@ -228,22 +228,64 @@ def test_a_burst_is_answered_or_refused_and_the_server_stays_up(loaded, slow_and
         assert health.status_code == 200 and health.json()["pending"] == 0
 
 
-def test_the_crisis_message_follows_the_reply(client: openai.OpenAI) -> None:
+def _forward_passes(loaded: trained_model.TrainedModel, ask) -> tuple[object, int]:
+    """What `ask()` returns, and how many forward passes of the model it took: 0 when nothing was generated."""
+    passes: list[int] = []
+    handle = hook(loaded.model, passes.append)
+    try:
+        return ask(), len(passes)
+    finally:
+        handle.remove()
+
+
+def test_a_crisis_message_gets_the_fixed_reply_and_no_generation(client: openai.OpenAI, loaded: trained_model.TrainedModel) -> None:
     messages = [{"role": "user", "content": "I want to die"}]
-    plain = client.chat.completions.create(model="tiny", messages=messages)
-    content = plain.choices[0].message.content
-    assert content.endswith(f"\n\n{DEFAULT_MESSAGE}") and plain.model_extra["crisis_notice"] == DEFAULT_MESSAGE
-    chunks = list(client.chat.completions.create(model="tiny", messages=messages, stream=True))
+    expected = f"{DEFAULT_REPLY}\n\n{DEFAULT_MESSAGE}"
+    plain, passes = _forward_passes(loaded, lambda: client.chat.completions.create(model="tiny", messages=messages))
+    assert passes == 0 and plain.choices[0].message.content == expected
+    assert plain.model_extra["crisis_notice"] == DEFAULT_MESSAGE and plain.choices[0].finish_reason == "stop"
+    chunks, passes = _forward_passes(
+        loaded, lambda: list(client.chat.completions.create(model="tiny", messages=messages, stream=True)))
     flagged = [c for c in chunks if (c.model_extra or {}).get("crisis_notice")]
-    assert len(flagged) == 1 and flagged[0].choices[0].delta.content == f"\n\n{DEFAULT_MESSAGE}"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == content
-    # Sent back as history, the paragraph is dropped: the prompt is the one without it.
-    reply = content.removesuffix(f"\n\n{DEFAULT_MESSAGE}")
-    follow = [*messages, {"role": "assistant", "content": content}, {"role": "user", "content": "thanks"}]
-    bare = [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": "thanks"}]
-    with_paragraph = client.chat.completions.create(model="tiny", messages=follow)
-    assert with_paragraph.usage == client.chat.completions.create(model="tiny", messages=bare).usage
-    assert "crisis_notice" not in (with_paragraph.model_extra or {})
+    assert passes == 0 and len(flagged) == 1 and flagged[0].choices[0].delta.content == f"\n\n{DEFAULT_MESSAGE}"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+    # Split across turns, the signal is read together ("i just want to" alone is harmless).
+    split = [{"role": "user", "content": "i just want to"}, {"role": "assistant", "content": "go on"},
+             {"role": "user", "content": "die"}]
+    alone = client.chat.completions.create(model="tiny", messages=split[:1])
+    assert "crisis_notice" not in (alone.model_extra or {})
+    joined, passes = _forward_passes(loaded, lambda: client.chat.completions.create(model="tiny", messages=split))
+    assert passes == 0 and joined.choices[0].message.content == expected
+
+
+def test_the_notice_stays_while_the_conversation_holds_a_signal(
+    client: openai.OpenAI, loaded: trained_model.TrainedModel
+) -> None:
+    crisis = [{"role": "user", "content": "I want to die"},
+              {"role": "assistant", "content": f"{DEFAULT_REPLY}\n\n{DEFAULT_MESSAGE}"}]
+    later = [*crisis, {"role": "user", "content": MESSAGE}, {"role": "assistant", "content": "ok"},
+             {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "sure"},
+             {"role": "user", "content": "what a day"}]  # the crisis turn is out of the window of 3 by now
+    followed, passes = _forward_passes(loaded, lambda: client.chat.completions.create(model="tiny", messages=later))
+    content = followed.choices[0].message.content
+    assert passes > 0 and followed.model_extra["crisis_notice"] == DEFAULT_MESSAGE  # the model replies, the line stays
+    assert content.endswith(f"\n\n{DEFAULT_MESSAGE}") and not content.startswith(DEFAULT_REPLY)
+    # Sent back as history, the paragraph is dropped and the fixed reply kept: the prompt is the one without it.
+    bare = [{**m, "content": m["content"].removesuffix(f"\n\n{DEFAULT_MESSAGE}")} for m in later]
+    assert followed.usage == client.chat.completions.create(model="tiny", messages=bare).usage
+    fresh = client.chat.completions.create(model="tiny", messages=later[2:])  # a new conversation
+    assert "crisis_notice" not in (fresh.model_extra or {}) and DEFAULT_MESSAGE not in fresh.choices[0].message.content
+
+
+def test_crisis_reply_model_keeps_the_generated_reply(loaded: trained_model.TrainedModel) -> None:
+    research = ServeConfig("tiny", loaded.default_history_turns(), CrisisCheck(reply=None), max_tokens=8)
+    with harness.server_thread(create_app(loaded, research)) as served:
+        client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": "I want to die"}]
+        plain, passes = _forward_passes(loaded, lambda: client.chat.completions.create(model="tiny", messages=messages))
+    content = plain.choices[0].message.content
+    assert passes > 0 and content.endswith(f"\n\n{DEFAULT_MESSAGE}") and DEFAULT_REPLY not in content
+    assert plain.model_extra["crisis_notice"] == DEFAULT_MESSAGE
 
 
 def test_a_seeded_reply_equals_chats(client: openai.OpenAI, tiny_ckpt: Path) -> None:
