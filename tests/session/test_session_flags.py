@@ -14,7 +14,7 @@ from empathic_lora.serve import api_server
 from empathic_lora.session.flags import load_session_model
 
 SESSION_FLAGS = {"--checkpoint", "--base_model", "--gguf_file", "--history_turns", "--device", "--crisis_phrases",
-                 "--crisis_phrases_only", "--crisis_semantic", "--crisis_message"}
+                 "--crisis_phrases_only", "--crisis_semantic", "--crisis_message", "--crisis_reply"}
 PARSERS = {"chat": repl.build_parser, "serve": api_server.build_parser}
 
 
@@ -29,6 +29,7 @@ def test_both_commands_take_the_session_flags(command: str) -> None:
     (["--history_turns", "two"], "argument --history_turns: invalid int value: 'two'"),
     (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     (["--crisis_semantic", "maybe"], "argument --crisis_semantic: invalid choice: 'maybe'"),
+    (["--crisis_reply", "none"], "argument --crisis_reply: invalid choice: 'none'"),
 ])
 def test_a_bad_session_flag_is_the_same_one_line_in_both(flags: list[str], needle: str) -> None:
     for main in (repl.main, api_server.main):
@@ -44,7 +45,8 @@ def test_both_build_the_crisis_check_from_the_same_flags(tmp_path: Path) -> None
     for build in PARSERS.values():
         check = crisis_check.from_flags(build().parse_args(flags))
         assert check.matches("I saw a purple elephant") and not check.matches("I want to die")
-        assert check.message == "call someone" and check.semantic is None
+        assert check.message == "call someone" and check.semantic is None and check.reply == crisis_check.DEFAULT_REPLY
+        assert crisis_check.from_flags(build().parse_args([*flags, "--crisis_reply", "model"])).reply is None
 
 
 def test_the_context_window_is_the_checkpoints_unless_given(tiny_ckpt: Path) -> None:
