@@ -11,6 +11,11 @@ A PATH is one of:
 
 Metrics that are a mean over replies (ROUGE-L, length, intra Distinct) get a 95% bootstrap interval
 over the replies (the run's samples.jsonl for a run); corpus-level ones (BLEU, Distinct) have none.
+
+Two PATHs whose replies answer the same examples (the same context and reference) are also
+compared pairwise: a paired bootstrap for every metric that is a mean over replies and for the
+generic-reply rate, and a sign test (scipy's binomtest) on the EmoAcc hits where one run names
+the emotion and the other does not.
 """
 
 from __future__ import annotations
@@ -18,18 +23,19 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from scipy.stats import binomtest
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import ROUGEScore
 
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.evaluate import reply_scoring, results_file, samples_file
-from empathic_lora.evaluate.metrics import DEFAULT_REPLY_METRICS, build_reply_metrics
+from empathic_lora.evaluate.metrics import DEFAULT_REPLY_METRICS, build_reply_metrics, generic_reply_rate
 from empathic_lora.paths import RUNS, newest_run_file
 
 BOOTSTRAP_SEED = 0
@@ -179,6 +185,78 @@ def table(rows: Sequence[tuple[str, dict[str, str]]]) -> str:
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [columns, *body])
 
 
+def paired_lines(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
+    """The two runs' replies to the same examples, matched by context and reference; None unless
+    both answer exactly the same examples."""
+    def key(line: dict[str, Any]) -> tuple[Any, Any]:
+        return line.get("context"), line["reference"]
+
+    by_key = {key(line): line for line in b}
+    if len(a) != len(b) or len(by_key) != len(b) or any(key(line) not in by_key for line in a):
+        return None
+    return [(line, by_key[key(line)]) for line in a]
+
+
+def paired_bootstrap_p(size: int, difference: Callable[[np.ndarray], float], resamples: int, seed: int = BOOTSTRAP_SEED) -> float:
+    """Two-sided paired bootstrap p-value of a difference between two runs on the same `size`
+    examples (Koehn 2004; Berg-Kirkpatrick et al. 2012): `difference(indices)` is B's statistic
+    minus A's on those examples; the p-value is the share of resamples whose difference strays from
+    the observed one by at least the observed one (the bootstrap distribution shifted to the null)."""
+    observed = difference(np.arange(size))
+    rng = np.random.default_rng(seed)
+    strays = sum(abs(difference(rng.integers(0, size, size=size)) - observed) >= abs(observed) for _ in range(resamples))
+    return (strays + 1) / (resamples + 1)
+
+
+def paired_rows(specs: Sequence[dict[str, Any]], pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+                resamples: int) -> list[list[str]]:
+    """metric, A, B, B - A, p and the test, for each metric with a per-reply value and the generic-reply rate."""
+    a_lines, b_lines = [x for x, _ in pairs], [y for _, y in pairs]
+    a_scores, b_scores = per_example_scores(specs, a_lines), per_example_scores(specs, b_lines)
+    bootstrap = f"paired bootstrap ({resamples})"
+    rows = []
+    for name, a in a_scores.items():
+        b = b_scores[name]
+        if name.endswith("_ceiling"):
+            continue  # EmoAcc's ceiling is the classifier's own, the same for both runs
+        if name == "emoacc":
+            only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+            p = binomtest(only_b, only_a + only_b).pvalue if only_a + only_b else 1.0
+            test = f"sign test ({only_a} A only, {only_b} B only)"
+        else:
+            p, test = paired_bootstrap_p(len(a), lambda index: b[index].mean() - a[index].mean(), resamples), bootstrap
+        rows.append([name, format_value(a.mean()), format_value(b.mean()), format_value(b.mean() - a.mean()), f"{p:.3g}", test])
+    a_replies, b_replies = [x["reply"] for x in a_lines], [y["reply"] for y in b_lines]
+
+    def generic_difference(index: np.ndarray) -> float:
+        return generic_reply_rate([b_replies[i] for i in index]) - generic_reply_rate([a_replies[i] for i in index])
+
+    generic_a, generic_b = generic_reply_rate(a_replies), generic_reply_rate(b_replies)
+    p = paired_bootstrap_p(len(pairs), generic_difference, resamples)
+    rows.append(["generic_rate", format_value(generic_a), format_value(generic_b), format_value(generic_b - generic_a), f"{p:.3g}", bootstrap])
+    return rows
+
+
+def entry_replies(entry: Path | list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]] | None:
+    """The replies behind a table row: a replies file's, or a single run's samples.jsonl."""
+    if isinstance(entry, Path):
+        return read_replies(entry)
+    samples = entry[0][0] / samples_file.SAMPLES_FILE
+    return read_replies(samples) if len(entry) == 1 and samples.is_file() else None
+
+
+def print_paired(entries: Sequence[Path | list[tuple[Path, dict[str, Any]]]], specs: Sequence[dict[str, Any]], resamples: int) -> None:
+    a, b = (entry_replies(entry) for entry in entries)
+    if a is None or b is None:
+        return  # an experiment over seeds, or a run without samples.jsonl: no replies to pair
+    pairs = paired_lines(a, b)
+    if pairs is None:
+        print("\nno paired comparison: the two do not hold replies to the same examples")
+        return
+    print(f"\npaired, B (second) against A (first), on the same {len(pairs)} examples:")
+    print(table([(row[0], dict(zip(("A", "B", "B - A", "p", "test"), row[1:]))) for row in paired_rows(specs, pairs, resamples)]))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = ArgumentParser(prog="python -m empathic_lora.score", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="replies .jsonl files, run directories or results.json files")
@@ -216,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             seeds = ", ".join(str(data.get("seed")) for _, data in entry)
             rows.append((f"{entry[0][0]} +{len(entry) - 1} (seeds {seeds})", seed_row([data for _, data in entry])))
     print(table(rows))
+    if len(entries) == 2 and args.bootstrap:
+        print_paired(entries, specs, args.bootstrap)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.wrappers.abstract import WrapperMetric
 from transformers import PreTrainedTokenizerBase
 
+from empathic_lora.data.emotion_labels import label_ids
 from empathic_lora.errors import UserError
 from empathic_lora.lm.sentence_encoder import SentenceEncoder
 
@@ -348,3 +349,103 @@ def build_reply_metrics(specs: Sequence[dict[str, Any]] | None, flag: str = "--m
         metrics[name] = ReferenceLists(metric) if _wants_reference_lists(metric) else metric
     # compute_groups would share state between metrics whose states merely look alike
     return MetricCollection(metrics, compute_groups=False)
+
+
+def reply_opening(text: str, words: int = 3) -> str:
+    """A reply's first `words` field words, lowercased ("That's so hard." -> "that is so")."""
+    return " ".join(field_words(text)[:words])
+
+
+def generic_reply_rate(replies: Sequence[str], top: int = 5, words: int = 3) -> float:
+    """The share of `replies` whose opening (`reply_opening`) is one of the `top` most frequent
+    openings of these replies; ties at the cut are broken by the opening's text."""
+    if not replies:
+        return 0.0
+    openings = [reply_opening(text, words) for text in replies]
+    counts = collections.Counter(openings)
+    common = {opening for opening, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]}
+    return sum(opening in common for opening in openings) / len(openings)
+
+
+class GenericReplyRate(Metric):
+    """The generic-reply rate: the share of replies whose first three words are one of the five
+    most frequent openings in the set (docs/metrics.md). A set-level measure: which openings are
+    "frequent" depends on the whole set, so it has no per-reply value (`score` bootstraps it by
+    resampling the replies).
+
+    Args:
+        top: How many of the most frequent openings count as generic.
+        words: How many leading words make an opening.
+        percent: Report x 100.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, top: int = 5, words: int = 3, percent: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if top < 1 or words < 1:
+            raise ValueError(f"GenericReplyRate needs top >= 1 and words >= 1, got {top}, {words}")
+        self.top, self.words, self.scale = top, words, 100.0 if percent else 1.0
+        self.add_state("openings", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Sequence[str], target: Sequence[str] | None = None) -> None:
+        """Add replies; `target` is accepted for the common protocol and ignored."""
+        ids = [_ngram_ids([reply_opening(text, self.words)], 1)[0] for text in preds]
+        self.openings.append(torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    def compute(self) -> torch.Tensor:
+        ids = dim_zero_cat(self.openings) if self.openings else torch.zeros(0, dtype=torch.long)
+        if ids.numel() == 0:
+            return torch.tensor(0.0, device=self.device)
+        values, counts = ids.unique(return_counts=True)
+        # Most frequent first; equal counts by id, a stable stand-in for the text across processes.
+        order = sorted(range(len(values)), key=lambda i: (-int(counts[i]), int(values[i])))[: self.top]
+        return self.scale * torch.isin(ids, values[order]).double().mean().float()
+
+
+class EmotionAccuracy(Metric):
+    """EmoAcc (Lee et al., COLING 2022): the share of replies from which a classifier names the
+    conversation's emotion label (`evaluate/reply_emotion.py`: all-MiniLM-L6-v2 embeddings and a
+    linear layer trained on the training split's reference replies, cached). Logs `emoacc` and,
+    beside it, `emoacc_ceiling`: the classifier's accuracy on the test split's reference replies.
+    Needs the replies' `emotion` (samples.jsonl records) and the `semantic` extra.
+
+    Args:
+        data_dir: The data the classifier is trained on (`--data.data_dir`'s values; `null`: the
+            official download).
+        cache_dir: Where the classifier is cached (default: the project's cache directory).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    mean_over_replies = True
+
+    def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data_dir, self.cache_dir = data_dir, cache_dir
+        self._classifier: Any = None  # trained or loaded at the first update: building the metric stays cheap
+        self.add_state("hits", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    @property
+    def classifier(self) -> Any:
+        if self._classifier is None:
+            from empathic_lora.evaluate.reply_emotion import ReplyEmotionClassifier
+
+            self._classifier = ReplyEmotionClassifier.load_or_train(self.data_dir, self.cache_dir)
+        return self._classifier
+
+    def update(self, preds: Sequence[str], target: Sequence[str] | None = None, examples: Sequence[dict[str, Any]] = ()) -> None:
+        """Add replies with their records (whose `emotion` is the label to name)."""
+        if len(examples) != len(preds) or any(not e.get("emotion") for e in examples):
+            raise UserError("EmotionAccuracy (EmoAcc) needs each reply's conversation emotion (the samples' 'emotion' key)")
+        truth = torch.tensor(label_ids([e["emotion"] for e in examples], "the replies' emotion labels"))
+        self.hits += int((self.classifier.predict(list(preds)) == truth).sum())
+        self.total += len(preds)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        accuracy = self.hits.double() / self.total if self.total else torch.tensor(0.0)
+        return {"emoacc": accuracy.float(), "emoacc_ceiling": torch.tensor(self.classifier.ceiling)}

@@ -1,0 +1,133 @@
+"""The reply measures of issue 22 on hand-made replies: the generic-reply rate, EmoAcc (and its
+ceiling), and the scorer's paired significance for two runs on the same examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from empathic_lora.conversation import render
+from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
+from empathic_lora.evaluate import compare_runs
+from empathic_lora.evaluate.metrics import EmotionAccuracy, GenericReplyRate, generic_reply_rate, reply_opening
+from empathic_lora.evaluate.reply_emotion import ReplyEmotionClassifier
+
+REPLIES = (["That is so sad."] * 3 + ["That's so nice!"] * 2 + ["I am sorry to hear that."] * 2
+           + ["Oh no, what happened?", "Wow, congratulations!", "How did it go?", "Did you call her?", "Why not?"])
+
+
+def test_an_opening_is_the_first_three_field_words() -> None:
+    assert reply_opening("That's so nice!") == "that is so"
+    assert reply_opening("Why not?") == "why not ?"
+
+
+def test_generic_rate_counts_the_replies_opening_with_the_five_most_frequent_openings() -> None:
+    # "that is so" 5, "i am sorry" 2, then five openings once each: three of them make the top five
+    # (ties broken by text: "did you call", "how did it", "oh no ,"); 5 + 2 + 1 + 1 + 1 of 12.
+    assert generic_reply_rate(REPLIES) == pytest.approx(10 / 12)
+    assert generic_reply_rate(REPLIES, top=1) == pytest.approx(5 / 12)
+    assert generic_reply_rate(["Same here."] * 4) == 1.0 and generic_reply_rate([]) == 0.0
+    metric = GenericReplyRate(top=2)
+    metric.update(REPLIES[:6])
+    metric.update(REPLIES[6:])
+    assert float(metric.compute()) == pytest.approx(7 / 12)
+
+
+@pytest.fixture(scope="module")
+def sample_test() -> list:
+    return EmpatheticDialoguesDataModule("builtin:sample").examples("test")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> ReplyEmotionClassifier:
+    return ReplyEmotionClassifier.load_or_train("builtin:sample")
+
+
+def _lines(examples: list, replies: list[str]) -> list[dict]:
+    return [{"stage": "test", "epoch": 0, "context": render(e.context), "emotion": e.emotion, "reference": e.target, "reply": r}
+            for e, r in zip(examples, replies)]
+
+
+def test_emoacc_of_the_test_references_is_the_ceiling(classifier: ReplyEmotionClassifier, sample_test: list) -> None:
+    assert 0 < classifier.ceiling <= 1
+    metric = EmotionAccuracy("builtin:sample")
+    references = [e.target for e in sample_test]
+    metric.update(references, references, examples=_lines(sample_test, references))
+    scores = metric.compute()
+    assert float(scores["emoacc"]) == pytest.approx(classifier.ceiling)
+    assert float(scores["emoacc_ceiling"]) == pytest.approx(classifier.ceiling)
+    # One reply for every conversation names one emotion: right only where that is the label.
+    generic = EmotionAccuracy("builtin:sample")
+    generic.update(["Okay."] * len(sample_test), references, examples=_lines(sample_test, references))
+    named = int(classifier.predict(["Okay."])[0])
+    from empathic_lora.data.emotion_labels import EMOTIONS
+
+    share = sum(e.emotion == EMOTIONS[named] for e in sample_test) / len(sample_test)
+    assert float(generic.compute()["emoacc"]) == pytest.approx(share)
+
+
+def test_the_classifier_is_trained_once_and_cached(classifier: ReplyEmotionClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("empathic_lora.evaluate.reply_emotion._fit", lambda *a: pytest.fail("trained again"))
+    again = ReplyEmotionClassifier.load_or_train("builtin:sample")
+    assert torch.equal(again.weight, classifier.weight) and again.ceiling == classifier.ceiling
+
+
+def test_emoacc_needs_the_emotion_of_each_reply() -> None:
+    with pytest.raises(Exception, match="needs each reply's conversation emotion"):
+        EmotionAccuracy("builtin:sample").update(["hi"], ["hi"], examples=[{"reply": "hi"}])
+
+
+def _write(path: Path, lines: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_score_compares_two_runs_on_the_same_examples_pairwise(
+    tmp_path: Path, sample_test: list, classifier: ReplyEmotionClassifier, capsys: pytest.CaptureFixture
+) -> None:
+    references = [e.target for e in sample_test]
+    a = _write(tmp_path / "a.jsonl", _lines(sample_test, references))
+    b = _write(tmp_path / "b.jsonl", _lines(sample_test, ["That is so nice."] * len(sample_test))[::-1])  # order does not matter
+    config = tmp_path / "emoacc.yaml"
+    config.write_text(json.dumps({"model": {"generation_metrics": [
+        {"name": "emoacc", "class_path": "empathic_lora.evaluate.metrics.EmotionAccuracy", "init_args": {"data_dir": "builtin:sample"}},
+        {"name": "length", "class_path": "empathic_lora.evaluate.metrics.MeanReplyLength"}]}}))
+    compare_runs.main([str(a), str(b), "--config", str(config), "--bootstrap", "200"])
+    out = capsys.readouterr().out
+    paired = {line.split()[0]: line.split() for line in out.split("paired, B (second) against A (first)")[1].splitlines()[2:]}
+    assert float(paired["generic_rate"][2]) == 1.0 and float(paired["generic_rate"][4]) < 0.05
+    hits_a = (classifier.predict(references) == torch.tensor([_index(e.emotion) for e in sample_test])).numpy()
+    hits_b = (classifier.predict(["That is so nice."] * len(sample_test)) == torch.tensor([_index(e.emotion) for e in sample_test])).numpy()
+    only_a, only_b = int((hits_a & ~hits_b).sum()), int((~hits_a & hits_b).sum())
+    assert f"({only_a} A only, {only_b} B only)" in out
+    assert float(paired["emoacc"][4]) == pytest.approx(binomtest(only_b, only_a + only_b).pvalue, rel=1e-2)
+    assert "length" in paired
+
+    compare_runs.main([str(a), str(a), "--bootstrap", "50"])
+    same = capsys.readouterr().out.split("against A (first)")[1]
+    assert all(line.split()[4] == "1" for line in same.splitlines()[2:] if line.strip())  # no difference, p = 1
+
+
+def test_score_says_when_two_paths_cannot_be_paired(tmp_path: Path, sample_test: list, capsys: pytest.CaptureFixture) -> None:
+    references = [e.target for e in sample_test]
+    a = _write(tmp_path / "a.jsonl", _lines(sample_test, references))
+    b = _write(tmp_path / "b.jsonl", _lines(sample_test[:-1], references[:-1]))
+    compare_runs.main([str(a), str(b), "--bootstrap", "10"])
+    assert "no paired comparison" in capsys.readouterr().out
+
+
+def _index(emotion: str) -> int:
+    from empathic_lora.data.emotion_labels import EMOTION_INDEX
+
+    return EMOTION_INDEX[emotion]
+
+
+def test_paired_bootstrap_p_is_small_for_a_consistent_difference_and_one_for_none() -> None:
+    a, b = np.zeros(50), np.ones(50)
+    assert compare_runs.paired_bootstrap_p(50, lambda i: b[i].mean() - a[i].mean(), 100) < 0.05
+    assert compare_runs.paired_bootstrap_p(50, lambda i: a[i].mean() - a[i].mean(), 100) == 1.0
