@@ -131,3 +131,28 @@ def test_paired_bootstrap_p_is_small_for_a_consistent_difference_and_one_for_non
     a, b = np.zeros(50), np.ones(50)
     assert compare_runs.paired_bootstrap_p(50, lambda i: b[i].mean() - a[i].mean(), 100) < 0.05
     assert compare_runs.paired_bootstrap_p(50, lambda i: a[i].mean() - a[i].mean(), 100) == 1.0
+
+
+def test_repetition_rate_counts_replies_equal_to_an_earlier_one_of_the_same_conversation() -> None:
+    from empathic_lora.evaluate.repetition_probe import repetition_rate
+
+    conversations = [["That is so hard.", "Oh no!", "That is so hard!!"], ["Oh no!", "How nice."]]
+    assert repetition_rate(conversations) == pytest.approx(1 / 3)  # "Oh no!" in another conversation does not count
+    assert repetition_rate([["a"], ["b"]]) == 0.0
+
+
+def test_the_probe_roll_out_answers_with_the_bots_own_replies_in_the_context(tiny_ckpt: Path) -> None:
+    from empathic_lora.conversation import Formatter, Turn
+    from empathic_lora.evaluate.repetition_probe import PROBES, roll_out
+    from empathic_lora.lm.decoding import GenerationSettings, generate_replies
+    from empathic_lora.session import trained_model
+
+    trained = trained_model.load(tiny_ckpt, device="cpu")
+    formatter, settings = Formatter(trained.tokenizer, trained.default_history_turns()), GenerationSettings(max_new_tokens=12)
+    probes = PROBES[:3]
+    replies = roll_out(trained.model, formatter, settings, probes)
+    assert [len(r) for r in replies] == [len(p) for p in probes]
+    # The third turn of the first probe, prompted alone with the two replies the roll-out gave before it.
+    context = [Turn("speaker", probes[0][0]), Turn("listener", replies[0][0]), Turn("speaker", probes[0][1]),
+               Turn("listener", replies[0][1]), Turn("speaker", probes[0][2])]
+    assert generate_replies(trained.model, formatter, [context], settings) == [replies[0][2]]
