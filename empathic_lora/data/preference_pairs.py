@@ -15,13 +15,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from empathic_lora.conversation import Turn
 from empathic_lora.errors import UserError
-
-if TYPE_CHECKING:
-    from empathic_lora.data.datamodule import Example
 
 ROLES: dict[str, Literal["speaker", "listener"]] = {"user": "speaker", "assistant": "listener"}
 OPPOSITE_EMOTION = "builtin:opposite-emotion"  # `--data.pairs builtin:opposite-emotion`: built from the data on the fly
@@ -41,6 +38,14 @@ EMOTION_GROUPS: dict[str, tuple[str, ...]] = {
 }
 GROUP_OF = {emotion: group for group, emotions in EMOTION_GROUPS.items() for emotion in emotions}
 OPPOSITE_GROUP = {"positive": "negative", "negative": "positive"}
+
+
+class Example(Protocol):
+    """What the builder reads of a `datamodule.Example` (a protocol: the DataModule imports this module)."""
+
+    emotion: str
+    context: Sequence[Turn]
+    target: str
 
 
 @dataclass(frozen=True)
