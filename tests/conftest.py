@@ -98,6 +98,24 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ckpt
 
 
+@pytest.fixture(scope="session")
+def smollm2_run(tmp_path_factory: pytest.TempPathFactory, ed_dir: Path, smollm2_dir: Path) -> Path:
+    """The run root of one 2-step fit of configs/smollm2_cpu.yaml on the GGUF in ../shared and the
+    real data, shared by the whole session (tests only read it)."""
+    root = _shared(tmp_path_factory, "smollm2")
+    ckpt = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    with FileLock(root.with_suffix(".lock")):  # trained by the first worker that asks, once
+        if not ckpt.is_file():
+            result = run_python(
+                "train.py", "fit", "--config", "configs/smollm2_cpu.yaml", "--model.base_model", str(smollm2_dir),
+                "--data.data_dir", str(ed_dir), "--data.max_examples", "16", "--data.max_length", "64",
+                "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--model.num_generation_samples", "0",
+                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
 def run_python(*args: str, timeout: float = 600, input: str | bytes | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run `python ARGS` as a user would, from the project root, capturing both streams."""
     return subprocess.run(
