@@ -18,9 +18,9 @@ tokens of a turn do not depend on what stands before it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -180,6 +180,19 @@ def could_become_marker(text: str) -> int:
         if any(marker.startswith(text[-keep:]) for marker in MARKERS):
             return keep
     return 0
+
+
+# The history window a DataModule uses unless told (`--data.history_turns`), and so chat's default.
+DEFAULT_HISTORY_TURNS = 4
+
+
+def context_turns(settings: Mapping[str, Any]) -> int | None:
+    """The context window of a model trained with these DataModule settings (as its checkpoint
+    records them): one turn in `seed` format (the situation), else `history_turns` (`None`: all).
+    Chat prompts with the same window, so the model sees contexts shaped as in training."""
+    if settings.get("format") == "seed":
+        return 1
+    return settings.get("history_turns", DEFAULT_HISTORY_TURNS)
 
 
 def chat_template(formatter: Formatter) -> str:

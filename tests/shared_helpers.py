@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from empathic_lora.data.raw_csv import FIELDS, SAMPLE_DIR
 from empathic_lora.train.cli import main
+from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
 # A two-turn split in the raw layout, for archives and downloads.
 CSV = ",".join(FIELDS) + "\nc0,1,sad,a situation,0,I feel low_comma_ really,,\nc0,2,sad,a situation,1,I am sorry.,,\n"
@@ -74,3 +77,15 @@ def make_archive(path: Path, members: dict[str, str], link: tuple[str, str] | No
 
 def official_layout() -> dict[str, str]:
     return {f"empatheticdialogues/{name}": CSV for name in ("train.csv", "valid.csv", "test.csv")}
+
+
+def lightning_module(ckpt_path: Path) -> EmpatheticLoRAModule:
+    """The LightningModule of a checkpoint, rebuilt from its hyperparameters with its weights (eval
+    mode): for tests of training code. Chat, serve and export load without Lightning
+    (`session.trained_model.load_checkpoint`)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    accepted = inspect.signature(EmpatheticLoRAModule).parameters
+    module = EmpatheticLoRAModule(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted})
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"], strict=False)
+    return module.eval()

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +17,7 @@ from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from empathic_lora.conversation import Formatter, Turn
+from empathic_lora.conversation import DEFAULT_HISTORY_TURNS, Formatter, Turn
 from empathic_lora.data import preference_pairs
 from empathic_lora.data.batch_order import LengthGroupedSampler, ResumableDataLoader
 from empathic_lora.data.download import (
@@ -36,7 +36,6 @@ from empathic_lora.ranges import MaxLength, NonNegativeInt, PositiveInt
 log = logging.getLogger(__name__)
 
 Format = Literal["dialogue", "seed"]
-DEFAULT_HISTORY_TURNS = 4
 # Bump when the tokenized layout or the conversation format changes, so old caches are not reused.
 CACHE_VERSION = 4
 
@@ -68,15 +67,6 @@ def build_examples(rows: Sequence[Row], format: Format) -> list[Example]:
                 )
                 examples.append(Example(conv_id, row.emotion, row.situation, context, row.utterance))
     return examples
-
-
-def context_turns(settings: Mapping[str, Any]) -> int | None:
-    """The context window of a model trained with these DataModule settings (as its checkpoint
-    records them): one turn in `seed` format (the situation), else `history_turns` (`None`: all).
-    Chat prompts with the same window, so the model sees contexts shaped as in training."""
-    if settings.get("format") == "seed":
-        return 1
-    return settings.get("history_turns", DEFAULT_HISTORY_TURNS)
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

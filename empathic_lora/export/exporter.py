@@ -26,11 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from empathic_lora.conversation import context_turns
 from empathic_lora.data import emotion_labels
-from empathic_lora.data.datamodule import context_turns
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.export import model_card, prompt_files
-from empathic_lora.lm import adapters, checkpoint_file, emotion_classifier, pretrained
+from empathic_lora.lm import adapters, checkpoint_file, emotion_classifier, pretrained, quantized_base
 from empathic_lora.session import trained_model
 
 BASE_KEYS = ("base_model", "gguf_file", "random_init", "init_seed", "dtype")  # what rebuilds the base
@@ -69,8 +69,8 @@ def export(
         raise UserError(f"--out {target} is a file, not a directory")
     if target.is_dir() and any(target.iterdir()) and not force:
         raise UserError(f"--out {target} is not empty; pass --force to write into it")
-    module, ckpt = trained_model.load_module(source, base_model, gguf_file)
-    problem = adapters.merge_problem(module.model) if merge else None
+    trained, ckpt = trained_model.load_checkpoint(source, base_model, gguf_file)
+    problem = adapters.merge_problem(trained.model) if merge else None
     if problem:
         raise UserError(f"--merge: {problem}; export without --merge for the adapter directory")
     recorded = ckpt["hyper_parameters"]
@@ -87,18 +87,19 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
         if merge:
-            model = module.model.merge_and_unload()
+            quantized_base.dequantize(trained.model)  # PEFT merges into a float weight
+            model = trained.model.merge_and_unload()
             model.save_pretrained(staging)
-            meta["signature"] = pretrained.signature(model, module.tokenizer)
+            meta["signature"] = pretrained.signature(model, trained.tokenizer)
         else:
             # Where plain PEFT users (AutoPeftModelForCausalLM) look for the base.
-            module.model.peft_config["default"].base_model_name_or_path = recorded["base_model"]
-            adapters.save_pretrained(module.model, staging, module.initial_adapter)
+            trained.model.peft_config["default"].base_model_name_or_path = recorded["base_model"]
+            adapters.save_pretrained(trained.model, staging, trained.initial_adapter)
             meta["signature"] = ckpt[checkpoint_file.META_KEY]["signature"]
-        prompt_files.write(module.tokenizer, context_turns(meta["data"]), staging)
+        prompt_files.write(trained.tokenizer, context_turns(meta["data"]), staging)
         model_card.write(meta, source, staging, str(target))
-        if module.emotion_head is not None:
-            emotion_classifier.save_head(module.emotion_head, staging)
+        if trained.emotion_head is not None:
+            emotion_classifier.save_head(trained.emotion_head, staging)
             meta["emotions"] = list(emotion_labels.EMOTIONS)
         meta["files"] = sorted([p.name for p in staging.iterdir()] + [checkpoint_file.EXPORT_META])
         checkpoint_file.write_export_meta(staging, meta)

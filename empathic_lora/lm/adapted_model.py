@@ -1,11 +1,15 @@
-"""The model a run trains: a pretrained base, frozen, under a PEFT adapter, ready to train.
+"""The model a run trains: a pretrained base, frozen, under a PEFT adapter.
 
-`train/lora_module.py` builds it in the named steps below, in this order; each says why it exists.
+`build` runs the named steps below, in this order (each says why it exists). Training
+(`train/lora_module.py`) and loading a trained model for chat, serve and export
+(`session/trained_model.py`) both build it here, so a checkpoint is loaded into exactly the model
+that trained it, without Lightning.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,9 +18,44 @@ from peft.utils import get_peft_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from empathic_lora.errors import UserError
-from empathic_lora.lm import adapters, pretrained, supervised_lm_head
+from empathic_lora.lm import adapters, emotion_classifier, pretrained, quantized_base, supervised_lm_head
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class AdaptedModel:
+    """A base under its adapter, and what checkpoints, export and chat need to know of it."""
+
+    tokenizer: PreTrainedTokenizerBase
+    model: PeftModel
+    peft_config: PeftConfig
+    base_signature: dict[str, Any]  # recorded in every checkpoint: it never loads onto another base
+    initial_adapter: dict[str, torch.Tensor] | None  # PiSSA's starting adapter (see `initial_adapter`)
+    emotion_head: torch.nn.Linear | None
+
+    def trainable_state_keys(self) -> set[str]:
+        """The state-dict keys a checkpoint holds: the adapter's and the emotion head's, with the
+        prefixes of their attributes in the LightningModule (`model.`, `emotion_head.`)."""
+        keys = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        if self.emotion_head is not None:
+            keys |= {f"emotion_head.{name}" for name, _ in self.emotion_head.named_parameters()}
+        return keys
+
+
+def build(
+    base_model: str, gguf_file: str | None, random_init: bool, init_seed: int, dtype: pretrained.DType,
+    peft: PeftConfig | dict[str, Any] | None, shorthand: dict[str, Any], defaults: dict[str, Any], emotion_head: bool,
+    quantize: quantized_base.Quantize = "none",
+) -> AdaptedModel:
+    """The steps below, in order (the random draws of LoRA's and the head's initialisation follow it)."""
+    tokenizer, backbone = load_base(base_model, gguf_file, random_init, init_seed, dtype)
+    config = adapter_config(peft, backbone, shorthand, defaults)
+    flag = "--model.peft.init_args.target_modules" if peft is not None else "--model.target_modules"
+    model, signature = attach_adapter(backbone, config, tokenizer, flag)
+    quantized_base.quantize_base(model, quantize)  # after the signature: it is the float base's
+    head = emotion_classifier.build_head(backbone.config.hidden_size) if emotion_head else None
+    return AdaptedModel(tokenizer, model, config, signature, initial_adapter(model, config), head)
 
 
 def load_base(

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
 
@@ -68,7 +67,11 @@ def resolve(peft: PeftConfig | dict[str, Any] | None, shorthand: dict[str, Any],
     return config
 
 
-def _peft_config_parser() -> ArgumentParser:
+def _peft_config_parser() -> Any:
+    # Imported here: only methods other than the flat LoRA need it, and chat and serve load LoRA
+    # checkpoints without paying for jsonargparse's import.
+    from jsonargparse import ArgumentParser
+
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--peft", type=PeftConfig)
     return parser

@@ -1,4 +1,5 @@
-"""Checkpoint files: safe reading, atomic writing, and the proof that an adapter fits its base.
+"""Checkpoint files: safe reading (`read`), atomic writing (`write`), the proof that an adapter fits
+its base, and the export manifest's reader and writer.
 
 A checkpoint holds only the LoRA weights plus plain hyperparameters, so it loads with
 `torch.load(weights_only=True)`: a file from a stranger can never run code here.
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 
+from empathic_lora.data.emotion_labels import check_labels
 from empathic_lora.errors import UserError
 
 # Bump when what a checkpoint holds changes incompatibly; loading refuses other versions.
@@ -108,6 +109,18 @@ def check_adapter_keys(expected: set[str], found: set[str], what: str, hint: str
         )
 
 
+def check_fits(ckpt: dict[str, Any], signature: dict[str, Any], trainable_keys: set[str], base_name: str) -> None:
+    """Refuse a checkpoint that does not fit the model built for it: another base (both named),
+    adapter weights that do not fill its adapter slots one for one, or another emotion label list."""
+    recorded = ckpt.get("hyper_parameters", {}).get("base_model", "?")
+    check_base(ckpt[META_KEY]["signature"], signature, recorded, base_name)
+    check_adapter_keys(
+        trainable_keys, set(ckpt["state_dict"]), "the checkpoint's adapter",
+        "check --model.r, --model.target_modules, --model.peft and --model.emotion_loss_weight against the run that made it",
+    )
+    check_labels(ckpt[META_KEY].get("emotions"), "the checkpoint")
+
+
 def first_non_finite(tensors: Any, prefix: str = "") -> str | None:
     """The key path of the first floating tensor holding a NaN or inf in nested dicts/lists, if any."""
     if isinstance(tensors, torch.Tensor):
@@ -136,45 +149,38 @@ def _fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O: reading only with `weights_only=True`, writing atomically, and
-    never writing NaN or inf weights or optimizer state.
+def write(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically, refusing NaN or inf weights or optimizer state.
 
-    Lightning writes a checkpoint in place, so a kill during the write would leave a corrupt
-    `last.ckpt`; here it goes to a temporary file in the same directory and is renamed. Every
-    checkpoint Lightning writes (`last.ckpt`, top-k, periodic, `trainer.save_checkpoint`) passes
-    through here, so this is also where a non-finite value is stopped, leaving the file that
-    was at `path` (the last good one) untouched.
+    Written in place, a kill during the write would leave a corrupt `last.ckpt`; here it goes to a
+    temporary file in the same directory, fsynced, and is renamed. Every checkpoint training writes
+    passes through here (`train/checkpoint_io.py`), so this is also where a non-finite value is
+    stopped, leaving the file that was at `path` (the last good one) untouched.
     """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        bad = first_non_finite({"state_dict": checkpoint.get("state_dict", {}),
-                                "optimizer_states": checkpoint.get("optimizer_states", [])})
-        if bad is not None:
-            kept = f"the last good {path} is kept" if path.is_file() else f"{path} was not written"
-            raise UserError(
-                f"refusing to save a checkpoint at step {checkpoint.get('global_step')}: {bad} is not finite; {kept}. "
-                "Lower --model.lr (with fp16, or train with --trainer.precision bf16-mixed or 32-true)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        try:
-            with os.fdopen(handle, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-            _fsync_directory(path.parent)  # the rename itself survives a power cut too
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return read(path)
+    path = Path(path)
+    bad = first_non_finite({"state_dict": checkpoint.get("state_dict", {}),
+                            "optimizer_states": checkpoint.get("optimizer_states", [])})
+    if bad is not None:
+        kept = f"the last good {path} is kept" if path.is_file() else f"{path} was not written"
+        raise UserError(
+            f"refusing to save a checkpoint at step {checkpoint.get('global_step')}: {bad} is not finite; {kept}. "
+            "Lower --model.lr (with fp16, or train with --trainer.precision bf16-mixed or 32-true)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)  # the rename itself survives a power cut too
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_export_meta(directory: Path) -> dict[str, Any]:

@@ -17,7 +17,6 @@ recorded at training time and the adapter weights must match the model's adapter
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,11 +29,10 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from empathic_lora.data.datamodule import context_turns
+from empathic_lora.conversation import context_turns
 from empathic_lora.errors import UserError
-from empathic_lora.lm import checkpoint_file, emotion_classifier, pretrained
+from empathic_lora.lm import adapted_model, checkpoint_file, emotion_classifier, pretrained
 from empathic_lora.paths import RUNS, newest_checkpoint
-from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ class TrainedModel:
     emotion_head: torch.nn.Linear | None = None  # trained with --model.emotion_loss_weight > 0
 
     def default_history_turns(self) -> int | None:
-        """The context window the model was trained with (see `data.context_turns`)."""
+        """The context window the model was trained with (see `conversation.context_turns`)."""
         return context_turns(self.data)
 
 
@@ -86,27 +84,46 @@ def _recorded_base(source: str | Path, recorded: str) -> Iterator[None]:
         ) from None
 
 
-def load_module(
-    path: str | Path, base_model: str | None = None, gguf_file: str | None = None
-) -> tuple[EmpatheticLoRAModule, dict[str, Any]]:
-    """The trained `EmpatheticLoRAModule` of a Lightning checkpoint (eval mode), and the checkpoint.
+# Hyperparameters of features added after the first checkpoints, and what their absence means.
+OFF_WHEN_ABSENT = {"gguf_file": None, "random_init": False, "init_seed": 0, "peft": None, "dtype": "float32",
+                   "emotion_loss_weight": 0.0, "quantize": "none"}
+SHORTHAND = ("r", "alpha", "dropout", "bias", "target_modules")
 
-    The module is rebuilt from the recorded hyperparameters, so the base (and a `random_init`
-    base's weights) is the one it was trained on; `base_model`/`gguf_file` point at a local copy
-    instead. The module's own `on_load_checkpoint` proves that the base and the adapter keys fit.
+
+def load_checkpoint(
+    path: str | Path, base_model: str | None = None, gguf_file: str | None = None
+) -> tuple[adapted_model.AdaptedModel, dict[str, Any]]:
+    """The model a Lightning checkpoint trained (eval mode), and the checkpoint.
+
+    The model is rebuilt from the recorded hyperparameters by the same steps training used
+    (`adapted_model.build`), so the base (and a `random_init` base's weights) is the one it was
+    trained on; `base_model`/`gguf_file` point at a local copy instead. Then the checkpoint is proven
+    to fit (base signature, adapter keys one for one, emotion labels) before its weights are loaded.
+    Lightning is not needed, so chat and serve do not import it.
     """
     ckpt = checkpoint_file.read(path)
-    accepted = inspect.signature(EmpatheticLoRAModule).parameters
-    # Only what this version's module takes: Lightning adds bookkeeping such as `_instantiator`.
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k in accepted}
-    recorded = hparams.get("base_model", "?")
-    hparams["base_model"] = base_model or recorded
-    hparams["gguf_file"] = gguf_file or hparams.get("gguf_file")
+    hparams = {**OFF_WHEN_ABSENT, **ckpt.get("hyper_parameters", {})}
+    missing = [key for key in ("base_model", *SHORTHAND) if key not in hparams]
+    if missing:
+        raise UserError(f"checkpoint {path} records no {', '.join(missing)}: it was not written by train.py")
+    recorded = hparams["base_model"]
+    shorthand = {key: hparams[key] for key in SHORTHAND}
     with _recorded_base(path, recorded):
-        module = EmpatheticLoRAModule(**hparams)
-    module.on_load_checkpoint(ckpt)
-    module.load_state_dict(ckpt["state_dict"], strict=False)  # keys proven complete just above
-    return module.eval(), ckpt
+        adapted = adapted_model.build(
+            base_model or recorded, gguf_file or hparams["gguf_file"], hparams["random_init"], hparams["init_seed"],
+            hparams["dtype"], hparams["peft"], shorthand, shorthand, emotion_head=hparams["emotion_loss_weight"] > 0,
+            quantize=hparams["quantize"],
+        )
+    checkpoint_file.check_fits(ckpt, adapted.base_signature, adapted.trainable_state_keys(), base_model or recorded)
+    weights = ckpt["state_dict"]
+    adapted.model.load_state_dict({k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")},
+                                  strict=False)  # the adapter's keys, proven complete just above
+    if adapted.emotion_head is not None:
+        adapted.emotion_head.load_state_dict(
+            {k.removeprefix("emotion_head."): v for k, v in weights.items() if k.startswith("emotion_head.")})
+        adapted.emotion_head.eval()
+    adapted.model.eval()
+    return adapted, ckpt
 
 
 def _architecture(signature: dict[str, Any]) -> dict[str, Any]:
@@ -188,8 +205,8 @@ def load(
         data = meta.get("data", {})
         head = emotion_classifier.load_head(source, meta, model.config.hidden_size)
     else:
-        module, ckpt = load_module(source, base_model, gguf_file)
-        model, tokenizer, data = module.model, module.tokenizer, ckpt[checkpoint_file.META_KEY].get("data", {})
-        head = module.emotion_head
+        adapted, ckpt = load_checkpoint(source, base_model, gguf_file)
+        model, tokenizer, data = adapted.model, adapted.tokenizer, ckpt[checkpoint_file.META_KEY].get("data", {})
+        head = adapted.emotion_head
     log.info("loaded %s", source)
     return TrainedModel(model.to(target).eval(), tokenizer, data, source, head.to(target).eval() if head is not None else None)

@@ -16,10 +16,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
 from empathic_lora.errors import UserError, run_cli
 from empathic_lora.lm import checkpoint_file
-from empathic_lora.lm.checkpoint_file import SafeCheckpointIO
 from empathic_lora.paths import RUNS, newest_checkpoint
 from empathic_lora.train import lightning_internals
 from empathic_lora.train.callbacks import ExactResume, NonFiniteGuard
+from empathic_lora.train.checkpoint_io import SafeCheckpointIO
 from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ from empathic_lora.lm import (
     checkpoint_file,
     emotion_classifier,
     pretrained,
+    quantized_base,
 )
 from empathic_lora.lm.decoding import GenerationSettings, context_window
 from empathic_lora.ranges import (
@@ -71,6 +72,7 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
         peft: PeftConfig | None = None,
         dtype: pretrained.DType = "float32",
         gradient_checkpointing: bool = False,
+        quantize: quantized_base.Quantize = "none",
         lr: PositiveFloat = 3e-4,
         weight_decay: NonNegativeFloat = 0.0,
         warmup_steps: NonNegativeInt = 0,
@@ -117,6 +119,10 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
                 adapter's weights stay float32).
             gradient_checkpointing: Recompute the base's activations in backward instead of keeping
                 them: less memory, more compute (docs/benchmarks.md measures both).
+            quantize: `nf4` holds the frozen base's projections in 4 bits (QLoRA's NormalFloat,
+                through torchao, on CPU and CUDA alike; `pip install 'empathic_lora[quantize]'`),
+                dequantizing each only while it computes; the adapter, embeddings and LM head stay
+                in float, and export --merge gives a float model. `none`: the base as `dtype`.
             lr: AdamW learning rate.
             weight_decay: AdamW weight decay.
             warmup_steps: Steps of linear warm-up from 0 to `lr`.
@@ -139,7 +145,7 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
                 no head.
             emotion_lr: The emotion head's own AdamW learning rate (`null`: `lr`). The head starts
                 from random weights while the adapter starts as a no-op, so it usually wants a
-                larger one (docs/results_file.md says why, with the run that used 1e-3).
+                larger one (docs/results.md says why, with the run that used 1e-3).
             objective: `sft` trains on the reference replies; `dpo` on the preference pairs of
                 `--data.pairs` (`empathic_lora/train/preference_objective.py`: the reference is the
                 starting policy, dropout is off).
@@ -159,16 +165,16 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
         self.save_hyperparameters(ignore=EVALUATION_ARGS)
         self.num_generation_samples, self.generation_every_n_epochs = num_generation_samples, generation_every_n_epochs
         self.zero_shot = zero_shot
-        self.tokenizer, backbone = adapted_model.load_base(base_model, gguf_file, random_init, init_seed, dtype)
-        self.peft_config = self._adapter_config(peft, backbone, r=r, alpha=alpha, dropout=dropout, bias=bias,
-                                                target_modules=target_modules)
-        flag = "--model.peft.init_args.target_modules" if peft is not None else "--model.target_modules"
-        self.model, self.base_signature = adapted_model.attach_adapter(backbone, self.peft_config, self.tokenizer, flag)
-        self.initial_adapter = adapted_model.initial_adapter(self.model, self.peft_config)
+        adapted = self._adapted_model(base_model, gguf_file, random_init, init_seed, dtype, peft, emotion_loss_weight,
+                                      emotion_lr, r=r, alpha=alpha, dropout=dropout, bias=bias, target_modules=target_modules)
+        self.tokenizer, self.model, self.peft_config = adapted.tokenizer, adapted.model, adapted.peft_config
+        self.base_signature, self.initial_adapter, self.emotion_head = (
+            adapted.base_signature, adapted.initial_adapter, adapted.emotion_head)
         adapted_model.check_zero_shot(zero_shot, self.initial_adapter, self.peft_config)
         adapted_model.prepare_for_training(self.model, gradient_checkpointing)
         self.supervised_head = adapted_model.lm_head(self.model, self.peft_config)
-        self.emotion_head = self._emotion_head(emotion_loss_weight, emotion_lr, backbone.config.hidden_size)
+        if self.emotion_head is not None:
+            self.val_emotion, self.test_emotion = (self._emotion_metrics(stage) for stage in ("val", "test"))
         self._loss_metrics()
         self.generation_settings = self._generation_settings(generation)
         # Built now so that a bad entry fails before training, not at the first evaluation.
@@ -180,25 +186,23 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
             raise UserError(f"--model.dpo_label_smoothing {dpo_label_smoothing} applies to --model.dpo_loss sigmoid only")
 
     # -- the steps of __init__ -----------------------------------------------------------------
-    def _adapter_config(self, peft: PeftConfig | dict[str, Any] | None, backbone: Any, **shorthand: Any) -> PeftConfig:
-        """The adapter (`adapted_model.adapter_config`); one given as a Python object is recorded in
-        the hyperparameters as plain values, since a checkpoint must hold plain values only."""
-        defaults = {name: inspect.signature(EmpatheticLoRAModule.__init__).parameters[name].default for name in shorthand}
-        config = adapted_model.adapter_config(peft, backbone, shorthand, defaults)
-        if isinstance(peft, PeftConfig):
-            self.hparams["peft"] = adapters.as_hparam(config)
-        return config
-
-    def _emotion_head(self, weight: float, lr: float | None, hidden_size: int) -> torch.nn.Linear | None:
-        """The emotion classifier and its metrics when `weight` > 0. Built only when on: with W = 0
-        the module, its random draws and its checkpoint are as before the head existed."""
-        if lr is not None and weight == 0:
-            raise UserError(f"--model.emotion_lr {lr} sets the emotion head's learning rate, but there is no head: "
+    def _adapted_model(
+        self, base_model: str, gguf_file: str | None, random_init: bool, init_seed: int, dtype: pretrained.DType,
+        peft: PeftConfig | dict[str, Any] | None, emotion_loss_weight: float, emotion_lr: float | None, **shorthand: Any,
+    ) -> adapted_model.AdaptedModel:
+        """The base under its adapter, and the emotion head when W > 0 (`adapted_model.build`). An
+        adapter given as a Python object is recorded in the hyperparameters as plain values, since a
+        checkpoint must hold plain values only. Without the head (W = 0) the module, its random draws
+        and its checkpoint are as before the head existed."""
+        if emotion_lr is not None and emotion_loss_weight == 0:
+            raise UserError(f"--model.emotion_lr {emotion_lr} sets the emotion head's learning rate, but there is no head: "
                             "set --model.emotion_loss_weight > 0 too")
-        if weight == 0:
-            return None
-        self.val_emotion, self.test_emotion = (self._emotion_metrics(stage) for stage in ("val", "test"))
-        return emotion_classifier.build_head(hidden_size)
+        defaults = {name: inspect.signature(EmpatheticLoRAModule.__init__).parameters[name].default for name in shorthand}
+        adapted = adapted_model.build(base_model, gguf_file, random_init, init_seed, dtype, peft, shorthand, defaults,
+                                      emotion_head=emotion_loss_weight > 0, quantize=self.hparams["quantize"])
+        if isinstance(peft, PeftConfig):
+            self.hparams["peft"] = adapters.as_hparam(adapted.peft_config)
+        return adapted
 
     def _loss_metrics(self) -> None:
         """Validation and test loss, token perplexity and the two word perplexities (docs/metrics.md)."""
@@ -414,10 +418,8 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def trainable_state_keys(self) -> set[str]:
-        keys = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
-        if self.emotion_head is not None:
-            keys |= {f"emotion_head.{name}" for name, _ in self.emotion_head.named_parameters()}
-        return keys
+        return adapted_model.AdaptedModel(self.tokenizer, self.model, self.peft_config, self.base_signature,
+                                          self.initial_adapter, self.emotion_head).trainable_state_keys()
 
     def on_save_checkpoint(self, ckpt: dict[str, Any]) -> None:
         keep = self.trainable_state_keys()
@@ -434,10 +436,4 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
 
     def on_load_checkpoint(self, ckpt: dict[str, Any]) -> None:
         self._preference_load(ckpt)
-        recorded = ckpt.get("hyper_parameters", {}).get("base_model", "?")
-        checkpoint_file.check_base(ckpt[checkpoint_file.META_KEY]["signature"], self.base_signature, recorded, self.hparams.base_model)
-        checkpoint_file.check_adapter_keys(
-            self.trainable_state_keys(), set(ckpt["state_dict"]), "the checkpoint's adapter",
-            "check --model.r, --model.target_modules, --model.peft and --model.emotion_loss_weight against the run that made it",
-        )
-        emotion_labels.check_labels(ckpt[checkpoint_file.META_KEY].get("emotions"), "the checkpoint")
+        checkpoint_file.check_fits(ckpt, self.base_signature, self.trainable_state_keys(), self.hparams.base_model)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from empathic_lora.conversation import Formatter
-from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule, context_turns
+from empathic_lora.conversation import Formatter, context_turns
+from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
 from empathic_lora.lm.pretrained import load_tokenizer
 
 

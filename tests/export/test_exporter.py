@@ -18,16 +18,16 @@ from empathic_lora.conversation import MARKERS, Formatter, Turn
 from empathic_lora.errors import UserError
 from empathic_lora.export import exporter
 from empathic_lora.lm import checkpoint_file, pretrained
+from empathic_lora.lm.adapted_model import AdaptedModel
 from empathic_lora.lm.decoding import GenerationSettings, generate_replies
 from empathic_lora.session import trained_model
-from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
 TEXT = " <|prompt|> I feel overwhelmed with work <|response|> That sounds hard"
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_ckpt: Path) -> EmpatheticLoRAModule:
-    return trained_model.load_module(tiny_ckpt)[0]
+def trained(tiny_ckpt: Path) -> AdaptedModel:
+    return trained_model.load_checkpoint(tiny_ckpt)[0]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids).logits
 
 
-def test_adapter_loads_in_plain_peft_with_the_same_logits(adapter_dir: Path, trained: EmpatheticLoRAModule) -> None:
+def test_adapter_loads_in_plain_peft_with_the_same_logits(adapter_dir: Path, trained: AdaptedModel) -> None:
     names = {p.name for p in adapter_dir.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", checkpoint_file.EXPORT_META} <= names
     meta = json.loads((adapter_dir / checkpoint_file.EXPORT_META).read_text())
@@ -59,7 +59,7 @@ def test_adapter_loads_in_plain_peft_with_the_same_logits(adapter_dir: Path, tra
         assert not torch.allclose(_logits(model, ids), expected, atol=1e-3)  # the adapter is not a no-op
 
 
-def test_merged_model_loads_with_auto_model(merged_dir: Path, trained: EmpatheticLoRAModule) -> None:
+def test_merged_model_loads_with_auto_model(merged_dir: Path, trained: AdaptedModel) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
     assert not any("lora" in name for name, _ in model.named_parameters())
     ids = AutoTokenizer.from_pretrained(str(merged_dir))(TEXT, return_tensors="pt")["input_ids"]
@@ -127,19 +127,13 @@ def test_an_adapter_on_another_base_is_refused_naming_both(adapter_dir: Path, di
         trained_model.load(adapter_dir, base_model=str(distilgpt2_dir), device="cpu")
 
 
-def test_a_merged_gguf_base_is_a_plain_float_model(tmp_path: Path, smollm2_dir: Path) -> None:
+def test_a_merged_gguf_base_is_a_plain_float_model(tmp_path: Path, smollm2_run: Path) -> None:
     """The GGUF file is dequantized on load; the merged export must be an ordinary float model that
     plain transformers loads with the trained logits, and that chat uses."""
-    root = tmp_path / "runs"
-    fit = run_python("train.py", "fit", "--config", "configs/smollm2_cpu.yaml", "--model.base_model", str(smollm2_dir),
-                     "--data.data_dir", "builtin:sample", "--data.max_length", "48", "--data.max_examples", "8",
-                     "--trainer.max_steps", "1", "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
-                     "--model.num_generation_samples", "0", "--trainer.enable_progress_bar", "false",
-                     "--trainer.default_root_dir", str(root))
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    root = smollm2_run
     out = exporter.export(str(root), str(tmp_path / "merged"), merge=True)
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
-    module = trained_model.load_module(trained_model.resolve(root))[0]
+    module = trained_model.load_checkpoint(trained_model.resolve(root))[0]
     plain = AutoModelForCausalLM.from_pretrained(out).eval()
     ids = module.tokenizer(TEXT, return_tensors="pt")["input_ids"]
     torch.testing.assert_close(_logits(plain, ids), _logits(module.model, ids), atol=1e-4, rtol=0)

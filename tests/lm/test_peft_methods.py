@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import yaml
 from conftest import ROOT, assert_one_line_error, run_main
 from peft import LoraConfig, PeftModel
+from shared_helpers import lightning_module
 
 from empathic_lora.chat import repl
 from empathic_lora.conversation import Formatter, Turn
@@ -88,7 +89,7 @@ def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer here, nothing to log to
 def test_training_loss_is_the_models_own_full_forward_loss(run: dict) -> None:
-    module = trained_model.load_module(run["ckpt"])[0].train()  # trained: the adapter is no longer a no-op
+    module = lightning_module(run["ckpt"]).train()  # trained: the adapter is no longer a no-op
     batch = _batch(module)
     torch.manual_seed(0)  # the same dropout masks for both
     loss = module.training_step(batch, 0)
@@ -110,7 +111,7 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(run: dict) -> No
 
 
 def test_exports_load_with_plain_peft_and_transformers_to_the_trained_model(run: dict) -> None:
-    trained = trained_model.load_module(run["ckpt"])[0]
+    trained = trained_model.load_checkpoint(run["ckpt"])[0]
     ids = _prompt(trained)
     expected = _logits(trained.model, ids)
     meta = json.loads((run["adapter"] / checkpoint_file.EXPORT_META).read_text())

@@ -19,8 +19,8 @@ import yaml
 from conftest import ROOT
 
 from empathic_lora.errors import UserError
-from empathic_lora.lm.checkpoint_file import SafeCheckpointIO
 from empathic_lora.train.callbacks import ExactResume
+from empathic_lora.train.checkpoint_io import SafeCheckpointIO
 from empathic_lora.train.cli import find_last_checkpoint, main
 
 EPOCHS, STEPS_PER_EPOCH = 2, 2  # 3 train examples kept of 4 at max_length 32, batch 2
@@ -128,7 +128,7 @@ def test_sigkill_then_resume_from_last(tmp_path: Path, ed_dir: Path, distilgpt2_
 
 _WRITER = textwrap.dedent("""
     import os, sys, torch
-    from empathic_lora.lm.checkpoint_file import SafeCheckpointIO
+    from empathic_lora.train.checkpoint_io import SafeCheckpointIO
     io, path = SafeCheckpointIO(), sys.argv[1]
     io.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(4)}}, path)
     real_save = torch.save
