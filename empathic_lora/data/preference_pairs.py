@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from empathic_lora import jsonl
 from empathic_lora.conversation import Turn
 from empathic_lora.errors import UserError
 
@@ -103,21 +104,12 @@ def read(path: str | Path) -> list[Pair]:
     """Every pair of a JSONL file; a `UserError` naming the file and line on anything else."""
     path = Path(path)
     try:
-        # Split on newlines only: text may hold other line separators (U+2028, ...) as they are.
-        lines = path.read_text(encoding="utf-8").split("\n")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"pairs file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"pairs file {path} is unreadable ({error})") from None
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: not JSON ({error.msg})") from None
-        pairs.append(from_record(record, f"{path}:{number}"))
+    pairs = [from_record(record, f"{path}:{number}") for number, record in jsonl.records(text, str(path))]
     if not pairs:
         raise UserError(f"pairs file {path} holds no pairs")
     return pairs

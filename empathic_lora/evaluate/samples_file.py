@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from empathic_lora import jsonl
 from empathic_lora.errors import UserError
 
 SAMPLES_FILE = "samples.jsonl"
@@ -36,13 +37,7 @@ def read(path: Path, required: Sequence[str], where: str | None = None) -> list[
     except UnicodeDecodeError as error:
         raise UserError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     lines = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where}:{number}: not JSON ({error.msg})") from None
+    for number, line in jsonl.records(text, where):
         if not isinstance(line, dict) or not all(isinstance(line.get(key), str) for key in required):
             raise UserError(f"{where}:{number}: not a samples line: expected a JSON object with string {', '.join(map(repr, required))}")
         lines.append(line)
