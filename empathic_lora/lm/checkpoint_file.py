@@ -21,6 +21,7 @@ from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 
 from empathic_lora.data.emotion_labels import check_labels
 from empathic_lora.errors import UserError
+from empathic_lora.paths import RUNS, newest_checkpoint
 
 # Bump when what a checkpoint holds changes incompatibly; loading refuses other versions.
 FORMAT_VERSION = 1
@@ -212,3 +213,24 @@ def read_export_meta(directory: Path) -> dict[str, Any]:
 def write_export_meta(directory: Path, meta: dict[str, Any]) -> None:
     """Write the `EXPORT_META` manifest that `read_export_meta` reads."""
     (directory / EXPORT_META).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def resolve(path: str | Path, flag: str) -> Path:
+    """The checkpoint file or exported directory that `path` names: a run root (e.g. runs/quickstart)
+    or one `version_N` stands for its newest last.ckpt. A missing file is returned as it is, for `read`
+    to name. `flag` names the option in errors."""
+    path = Path(path).expanduser()
+    if not path.is_dir() or (path / EXPORT_META).is_file():
+        return path
+    if (path / RUNS).is_dir():  # a run root such as runs/quickstart
+        newest = newest_checkpoint(path)
+        if newest is None:
+            raise UserError(f"{flag} {path}: no {RUNS}/version_*/checkpoints/last.ckpt under it yet")
+        return newest
+    last = sorted((path / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)  # one version_N
+    if last:
+        return last[-1]
+    raise UserError(
+        f"{flag} {path} is a directory but neither a run directory (no {RUNS}/ or checkpoints/last.ckpt) "
+        f"nor an exported model (no {EXPORT_META}); pass a .ckpt file or a directory written by train.py or export"
+    )

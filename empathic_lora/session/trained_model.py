@@ -32,7 +32,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from empathic_lora.conversation import context_turns
 from empathic_lora.errors import UserError
 from empathic_lora.lm import adapted_model, checkpoint_file, emotion_classifier, pretrained
-from empathic_lora.paths import RUNS, newest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +54,8 @@ class TrainedModel:
 
 
 def resolve(path: str | Path) -> Path:
-    """The checkpoint file or exported directory that `path` names (a run directory: its newest last.ckpt)."""
-    path = Path(path).expanduser()
-    if not path.is_dir() or (path / checkpoint_file.EXPORT_META).is_file():
-        return path  # a missing file is named by checkpoint_file.read
-    if (path / RUNS).is_dir():  # a run root such as runs/quickstart
-        newest = newest_checkpoint(path)
-        if newest is None:
-            raise UserError(f"--checkpoint {path}: no {RUNS}/version_*/checkpoints/last.ckpt under it yet")
-        return newest
-    last = sorted((path / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)  # one version_N
-    if last:
-        return last[-1]
-    raise UserError(
-        f"--checkpoint {path} is a directory but neither a run directory (no {RUNS}/ or checkpoints/last.ckpt) "
-        f"nor an exported model (no {checkpoint_file.EXPORT_META}); pass a .ckpt file or a directory written by train.py or export"
-    )
+    """The checkpoint file or exported directory that `--checkpoint` names (`checkpoint_file.resolve`)."""
+    return checkpoint_file.resolve(path, "--checkpoint")
 
 
 @contextlib.contextmanager

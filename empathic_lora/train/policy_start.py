@@ -18,24 +18,9 @@ from safetensors.torch import load_file
 
 from empathic_lora.errors import UserError
 from empathic_lora.lm import checkpoint_file
-from empathic_lora.paths import RUNS, newest_checkpoint
 
 FLAG = "--model.init_from"
 HINT = "it must have been trained with the same --model.r, --model.target_modules and --model.peft"
-
-
-def resolve(source: str) -> Path:
-    """The checkpoint file or exported directory that `source` names; a run directory (its root or
-    one `version_N`) stands for its newest last.ckpt."""
-    path = Path(source).expanduser()
-    if not path.is_dir() or (path / checkpoint_file.EXPORT_META).is_file():
-        return path
-    newest = newest_checkpoint(path) if (path / RUNS).is_dir() else None
-    last = path / "checkpoints" / "last.ckpt"
-    if newest is None and not last.is_file():
-        raise UserError(f"{FLAG} {source}: a directory with no checkpoint ({RUNS}/version_*/checkpoints/last.ckpt), "
-                        f"nor an exported adapter ({checkpoint_file.EXPORT_META})")
-    return newest or last
 
 
 def load_adapter(module: Any, source: str) -> Path:
@@ -49,7 +34,7 @@ def load_adapter(module: Any, source: str) -> Path:
 
 
 def _load_adapter(module: Any, source: str) -> Path:
-    path = resolve(source)
+    path = checkpoint_file.resolve(source, FLAG)
     if path.is_dir():
         meta = checkpoint_file.read_export_meta(path)
         if meta.get("kind") == "merged":
