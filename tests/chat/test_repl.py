@@ -306,7 +306,7 @@ def test_terminal_sessions(tiny_ckpt: Path) -> None:
     talk, ctrl_d, ctrl_c = (_spawn(tiny_ckpt) for _ in range(3))
     talk.expect_exact(repl.PROMPT)
     talk.sendline(MESSAGE)
-    talk.expect(r"bot> (.*)\r\n")
+    talk.expect(r"bot> ([^\r\n]*)\r\n")  # pexpect compiles with DOTALL: a greedy .* would run on past the line
     _assert_reply(talk.match.group(1))
     talk.expect_exact(repl.PROMPT)
     talk.sendline("/help")
@@ -317,14 +317,14 @@ def test_terminal_sessions(tiny_ckpt: Path) -> None:
     # A signal split across two messages: the fixed reply, no model text, and the line on stdout; the
     # line stays after a harmless message, until /reset.
     talk.sendline("i just want to")
-    talk.expect(r"bot> (.*)\r\n")
+    talk.expect(r"bot> ([^\r\n]*)\r\n")
     assert talk.match.group(1) != DEFAULT_REPLY
     talk.expect_exact(repl.PROMPT)
     assert DEFAULT_MESSAGE not in talk.before
     talk.sendline("die")
     talk.expect_exact(f"bot> {DEFAULT_REPLY}\r\n{DEFAULT_MESSAGE}\r\n")
     talk.sendline(MESSAGE)
-    talk.expect(r"bot> (.*)\r\n")
+    talk.expect(r"bot> ([^\r\n]*)\r\n")
     _assert_reply(talk.match.group(1))
     talk.expect_exact(repl.PROMPT)
     assert DEFAULT_MESSAGE in talk.before
