@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.loggers import Logger
@@ -26,11 +26,14 @@ log = logging.getLogger(__name__)
 # different runs compare like with like.
 SAMPLE_SEED = 0
 LOGGED_SAMPLES = 5  # how many samples go to the loggers and the terminal as text
+ALL = "all"  # a sample size: every example of the split
+SampleSize = int | Literal["all"]
 
 
-def fixed_sample(examples: Sequence[Example], size: int, seed: int = SAMPLE_SEED) -> list[Example]:
-    """`size` examples drawn with `seed`, in split order (all of them when there are fewer)."""
-    if size >= len(examples):
+def fixed_sample(examples: Sequence[Example], size: SampleSize, seed: int = SAMPLE_SEED) -> list[Example]:
+    """`size` examples drawn with `seed`, in split order (all of them when there are fewer, or for
+    `"all"`)."""
+    if size == ALL or size >= len(examples):
         return list(examples)
     return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), size))]
 

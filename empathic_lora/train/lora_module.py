@@ -77,7 +77,7 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
         weight_decay: NonNegativeFloat = 0.0,
         warmup_steps: NonNegativeInt = 0,
         scheduler: Literal["linear", "cosine", "constant"] = "linear",
-        num_generation_samples: NonNegativeInt = 200,
+        num_generation_samples: NonNegativeInt | Literal["all"] = 200,
         generation: dict[str, Any] | None = None,
         # Explicit (not null) so that `--model.generation_metrics+=` adds to the defaults.
         generation_metrics: list[dict[str, Any]] | None = DEFAULT_REPLY_METRICS,
@@ -127,8 +127,11 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
             weight_decay: AdamW weight decay.
             warmup_steps: Steps of linear warm-up from 0 to `lr`.
             scheduler: Decay after warm-up over the Trainer's estimated steps.
-            num_generation_samples: Validate/test also generate replies for this many conversations
-                of the split (a fixed seeded sample) and score them; 0 disables.
+            num_generation_samples: Validate/test also generate replies for this many examples of
+                the split (a fixed seeded sample, the same for every run) and score them; `all`:
+                every example of the split (with `data.format: dialogue`, every listener turn: the
+                test split's 5,257; `data.max_examples` still applies); either way in batches of
+                `data.eval_batch_size` contexts of similar length; 0 disables.
             generation: Decoding settings overriding chat's defaults (keys of
                 `GenerationSettings`: max_new_tokens, do_sample, temperature, top_p, ...).
             generation_metrics: Reply metrics as `class_path`/`init_args` (+ optional `name`)

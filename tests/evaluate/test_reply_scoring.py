@@ -18,12 +18,12 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, assert_one_line_error, run_main
-from shared_helpers import logged_values, newest_run
+from shared_helpers import logged_values, newest_run, train_error
 from torchmetrics import Metric
 
-from empathic_lora.data.datamodule import Example
+from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule, Example
 from empathic_lora.errors import UserError
-from empathic_lora.evaluate.reply_scoring import fixed_sample
+from empathic_lora.evaluate.reply_scoring import ALL, fixed_sample
 from empathic_lora.train.cli import main
 from empathic_lora.train.lora_module import EmpatheticLoRAModule
 
@@ -169,6 +169,26 @@ def test_the_generation_sample_is_fixed_and_seeded() -> None:
     assert [e.conv_id for e in first] == sorted((e.conv_id for e in first), key=int)  # split order
     assert first != fixed_sample(examples, 10, seed=1)
     assert fixed_sample(examples, 500) == examples
+    assert fixed_sample(examples, ALL) == examples
+
+
+def test_all_generates_for_every_example_of_the_split(tmp_path: Path) -> None:
+    main(["test", *QUICKSTART, "--model.num_generation_samples", "all", "--model.generation", "{max_new_tokens: 4}",
+          "--trainer.default_root_dir", str(tmp_path)])
+    run = newest_run(tmp_path)
+    examples = EmpatheticDialoguesDataModule("builtin:sample").examples("test")
+    assert len(examples) > 10  # more than one batch of tiny.yaml's eval_batch_size 8
+    samples = _samples(run)
+    assert [(s["reference"], s["emotion"]) for s in samples] == [(e.target, e.emotion) for e in examples]  # split order
+    results = json.loads((run / "results.json").read_text())
+    assert results["generation_samples"] == len(examples)
+    assert results["config"]["model"]["num_generation_samples"] == "all"
+
+
+@pytest.mark.parametrize("value", ["some", "2.5"])  # -1: tests/e2e/test_bad_input.py
+def test_a_bad_number_of_generation_samples_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path, value: str) -> None:
+    line = train_error(capsys, tmp_path, "--model.num_generation_samples", value)
+    assert line.startswith(f"error: --model.num_generation_samples: expected one of NonNegativeInt, typing.Literal['all'], got {value}")
 
 
 def _walkthrough() -> tuple[dict[str, str], list[str]]:
