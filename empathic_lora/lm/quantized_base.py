@@ -1,25 +1,31 @@
-"""The frozen base held in 4 bits (QLoRA's NF4), with the adapter in float on top.
+"""The frozen base held in 4 bits (QLoRA's NF4) or 8 bits (int8), with the adapter in float on top.
 
 QLoRA (PEFT's recipe) stores each frozen projection as 4-bit NormalFloat codes with per-block
 scales and dequantizes a layer's weight only while that layer computes; only the adapter's weights
 get gradients. PEFT does this with bitsandbytes, whose 4-bit kernels are CUDA-first; here it is
-torchao's `NF4Tensor` (what torchtune's QLoRA uses), a tensor subclass that runs the same code on
-CPU and CUDA: `F.linear` on it dequantizes the weight for that call, and its backward keeps the
-4-bit weight, not a float copy. Quantization runs after the adapter is attached, so the base's
+torchao's tensor subclasses, which run the same code on CPU and CUDA: `NF4Tensor` (what
+torchtune's QLoRA uses; blocks of 64) for `nf4`, `Int8Tensor` (one scale per output row, torchao's
+weight-only int8) for `int8`. Quantization runs after the adapter is attached, so the base's
 signature (checkpoint_file.check_fits) is the float base's, and a checkpoint rebuilds its base
 the same way from its recorded `quantize`.
 
-The LM head and the embeddings stay in float (as in QLoRA): the head is tied to the embeddings
-in many small models, and both are a lookup or a few positions' product, not the bulk of the
-compute. GPT-2's projections are `Conv1D` (weight stored transposed, applied with `addmm`, which
-NF4Tensor does not implement); each is held as an `NF4Conv1D`, a linear layer over the transposed
-weight, and `dequantize` gives the `Conv1D` back, so a merged export has the original architecture.
+Each quantized projection is a `QuantizedLinear`, whose product runs through `_FrozenLinear`: the
+weight is dequantized for the forward and again for the backward, and only the quantized weight
+is kept in between. torchao's own `F.linear` for `Int8Tensor` is a plain `mm` on a float copy of
+the weight, which autograd keeps for the backward: a float32 copy of every projection held until
+the step's backward, more memory than the float base (tests/lm/test_quantized_base.py measures what
+the backward keeps). The LM head and the embeddings stay in float (as in QLoRA): the head is tied
+to the embeddings in many small models, and both are a lookup or a few positions' product, not the
+bulk of the compute. GPT-2's projections are `Conv1D` (weight stored transposed); they are held
+transposed like a linear layer's, and `dequantize` gives the `Conv1D` back, so a merged export has
+the original architecture.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -30,7 +36,7 @@ from empathic_lora.errors import UserError
 
 log = logging.getLogger(__name__)
 
-Quantize = Literal["none", "nf4"]
+Quantize = Literal["none", "nf4", "int8"]
 BLOCK = 64  # weights per 4-bit block with its own scale (QLoRA's and torchao's default)
 SCALER_BLOCK = 256  # scales per block of the second (8-bit) quantization of the scales, at most
 
@@ -48,28 +54,67 @@ def _to_nf4(weight: torch.Tensor) -> torch.Tensor | None:
     return to_nf4(weight.detach().contiguous(), BLOCK, scaler_block)
 
 
+def _to_int8(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as an Int8Tensor, symmetric, one scale per output row (any shape fits)."""
+    from torchao.quantization import Int8Tensor, PerRow
+
+    return Int8Tensor.from_hp(weight.detach().contiguous(), PerRow())
+
+
+QUANTIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor | None]] = {"nf4": _to_nf4, "int8": _to_int8}
+
+
 def is_quantized(weight: Any) -> bool:
-    """Whether a parameter is held in NF4 (torchao's `NF4Tensor`, known by its dequantizer)."""
-    return hasattr(weight, "get_original_weight")
+    """Whether a parameter is held in one of torchao's quantized tensor subclasses."""
+    return type(weight).__module__.startswith("torchao.")
 
 
-class NF4Conv1D(torch.nn.Module):
-    """A frozen GPT-2 `Conv1D` as a linear layer over its transposed weight, held in NF4."""
+def dequantized(weight: torch.Tensor) -> torch.Tensor:
+    """A quantized weight back in float: NF4Tensor's `dequantize` is a static helper of another
+    signature, so it has its own name for this."""
+    return weight.get_original_weight() if hasattr(weight, "get_original_weight") else weight.dequantize()
 
-    def __init__(self, conv: Conv1D, weight: torch.Tensor) -> None:
+
+class _FrozenLinear(torch.autograd.Function):
+    """`x @ weight.T` for a frozen quantized weight, keeping only the quantized weight for the
+    backward (torchao's `LinearNF4` for NF4 alone; see the module's docstring for int8)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return F.linear(x, dequantized(weight).to(x.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (weight,) = ctx.saved_tensors
+        return grad @ dequantized(weight).to(grad.dtype), None
+
+
+class QuantizedLinear(torch.nn.Module):
+    """A frozen `Linear` or GPT-2 `Conv1D` with its weight quantized (as a linear layer's, out x in)."""
+
+    def __init__(self, layer: torch.nn.Linear | Conv1D, weight: torch.Tensor) -> None:
         super().__init__()
-        self.nf = conv.nf
+        self.conv1d = isinstance(layer, Conv1D)
         self.weight = torch.nn.Parameter(weight, requires_grad=False)
-        self.bias = conv.bias
+        self.bias = layer.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        y = _FrozenLinear.apply(x, self.weight)
+        return y if self.bias is None else y + self.bias
 
-    def to_conv1d(self) -> Conv1D:
-        conv = Conv1D(self.nf, self.weight.shape[1])
-        conv.weight = torch.nn.Parameter(self.weight.get_original_weight().t().contiguous(), requires_grad=False)
-        conv.bias = self.bias
-        return conv
+    def to_float(self) -> torch.nn.Linear | Conv1D:
+        """The layer it was made from, with the dequantized weight."""
+        out_features, in_features = self.weight.shape
+        weight = dequantized(self.weight)
+        if self.conv1d:
+            layer: torch.nn.Linear | Conv1D = Conv1D(out_features, in_features)
+            weight = weight.t()
+        else:
+            layer = torch.nn.Linear(in_features, out_features, bias=self.bias is not None, device="meta")
+        layer.weight = torch.nn.Parameter(weight.contiguous(), requires_grad=False)
+        layer.bias = self.bias
+        return layer
 
 
 def quantize_base(model: torch.nn.Module, quantize: Quantize) -> None:
@@ -87,19 +132,15 @@ def quantize_base(model: torch.nn.Module, quantize: Quantize) -> None:
         for name, child in list(parent.named_children()):
             if child is head or not isinstance(child, (torch.nn.Linear, Conv1D)) or child.weight.requires_grad:
                 continue
-            weight = child.weight.t() if isinstance(child, Conv1D) else child.weight
-            nf4 = _to_nf4(weight)
-            if nf4 is None:
+            weight = QUANTIZERS[quantize](child.weight.t() if isinstance(child, Conv1D) else child.weight)
+            if weight is None:
                 kept += 1
                 continue
             quantized += 1
-            if isinstance(child, Conv1D):
-                setattr(parent, name, NF4Conv1D(child, nf4))
-            else:
-                child.weight = torch.nn.Parameter(nf4, requires_grad=False)
+            setattr(parent, name, QuantizedLinear(child, weight))
     if not quantized:
         raise UserError(f"--model.quantize {quantize}: no frozen projection of this base divides into {BLOCK}-weight blocks")
-    log.info("--model.quantize %s: %d frozen projections held in 4 bits (%d left in float: not a multiple of %d weights)",
+    log.info("--model.quantize %s: %d frozen projections quantized (%d left in float: not a multiple of %d weights)",
              quantize, quantized, kept, BLOCK)
     _release_freed_memory()
 
@@ -117,11 +158,9 @@ def _release_freed_memory() -> None:
 
 
 def dequantize(model: torch.nn.Module) -> None:
-    """Every NF4 weight of `model` back in float, in place, and GPT-2's `Conv1D`s as they were:
-    before merging the adapter into the base (PEFT adds to the base's float weight)."""
+    """Every quantized projection of `model` back in float, in place, and GPT-2's `Conv1D`s as they
+    were: before merging the adapter into the base (PEFT adds to the base's float weight)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, NF4Conv1D):
-                setattr(parent, name, child.to_conv1d())
-            elif isinstance(child, torch.nn.Linear) and is_quantized(child.weight):
-                child.weight = torch.nn.Parameter(child.weight.get_original_weight(), requires_grad=False)
+            if isinstance(child, QuantizedLinear):
+                setattr(parent, name, child.to_float())

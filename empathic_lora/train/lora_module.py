@@ -119,7 +119,7 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
                 adapter's weights stay float32).
             gradient_checkpointing: Recompute the base's activations in backward instead of keeping
                 them: less memory, more compute (docs/benchmarks.md measures both).
-            quantize: `nf4` holds the frozen base's projections in 4 bits (QLoRA's NormalFloat,
+            quantize: `nf4` (`int8`) holds the frozen base's projections in 4 (8) bits (QLoRA's NormalFloat,
                 through torchao, on CPU and CUDA alike; `pip install 'empathic_lora[quantize]'`),
                 dequantizing each only while it computes; the adapter, embeddings and LM head stay
                 in float, and export --merge gives a float model. `none`: the base as `dtype`.
