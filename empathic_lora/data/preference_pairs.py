@@ -10,7 +10,6 @@ only reader and writer.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,16 +116,7 @@ def read(path: str | Path) -> list[Pair]:
 
 def write(path: str | Path, pairs: Sequence[Pair], force: bool = False) -> None:
     """Write pairs as JSONL, refusing to replace an existing file unless `force`."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise UserError(f"--out {path}: exists; pass --force to replace it")
-    if not path.parent.is_dir():
-        raise UserError(f"--out {path}: its directory does not exist")
-    staging = path.with_name(f".{path.name}.tmp")
-    with staging.open("w", encoding="utf-8") as f:
-        for pair in pairs:
-            f.write(json.dumps(to_record(pair), ensure_ascii=False) + "\n")
-    staging.replace(path)
+    jsonl.write(path, map(to_record, pairs), force=force)
 
 
 def opposite_emotion_pairs(examples: Sequence[Example], seed: int = 0) -> list[Pair]:

@@ -258,7 +258,9 @@ def print_paired(entries: Sequence[Path | list[tuple[Path, dict[str, Any]]]], sp
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = ArgumentParser(prog="python -m empathic_lora.score", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m empathic_lora.score", description=__doc__.split("\n\n")[0],
+                       epilog="python -m empathic_lora.score --probe --checkpoint RUN: the repetition probe on a trained model "
+                       "(--probe --help lists its options)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="replies .jsonl files, run directories or results.json files")
     p.add_argument("--config", type=Path, action="append", default=[],
                    help="a train.py config whose model.generation_metrics (and generation_metrics+) to use; repeatable")

@@ -5,12 +5,15 @@ Single-turn evaluation cannot see this: there every context holds the data's lis
 never the bot's. Here the bot answers each speaker turn of a hand-written conversation with its
 own earlier replies in the context, as in chat, and a reply counts as a repetition when it equals
 (lowercased, whitespace and punctuation aside) one of its earlier replies in that conversation.
+
+`python -m empathic_lora.score --probe --checkpoint RUN` runs it on a trained model.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from transformers import PreTrainedModel
 
@@ -47,18 +50,44 @@ def normalized(reply: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", reply.lower()).split())
 
 
+def repeated_turns(replies: Sequence[str]) -> list[int | None]:
+    """For each reply of one conversation, the index of the first earlier reply it equals
+    (`normalized`), or None."""
+    first: dict[str, int] = {}
+    found = []
+    for index, reply in enumerate(replies):
+        found.append(first.get(normalized(reply)))
+        first.setdefault(normalized(reply), index)
+    return found
+
+
 def repetition_rate(conversations: Sequence[Sequence[str]]) -> float:
     """The share of replies, from each conversation's second on, equal to an earlier reply of the
     same conversation (`normalized`)."""
-    repeats = later = 0
-    for replies in conversations:
-        seen: set[str] = set()
-        for index, reply in enumerate(replies):
-            if index:
-                later += 1
-                repeats += normalized(reply) in seen
-            seen.add(normalized(reply))
-    return repeats / later if later else 0.0
+    later = [repeat for replies in conversations for repeat in repeated_turns(replies)[1:]]
+    return sum(repeat is not None for repeat in later) / len(later) if later else 0.0
+
+
+def records(replies: Sequence[Sequence[str]], probes: Sequence[Sequence[str]] = PROBES) -> list[dict[str, Any]]:
+    """One line per reply (the command's JSON Lines): `conversation` and `turn` (both from 1), the
+    speaker's `message`, the bot's `reply`, and `repeats`, the turn whose reply it equals (or null)."""
+    return [
+        {"conversation": c + 1, "turn": t + 1, "message": message, "reply": reply,
+         "repeats": None if repeat is None else repeat + 1}
+        for c, (probe, said) in enumerate(zip(probes, replies))
+        for t, (message, reply, repeat) in enumerate(zip(probe, said, repeated_turns(said)))
+    ]
+
+
+def report(replies: Sequence[Sequence[str]], probes: Sequence[Sequence[str]] = PROBES) -> list[str]:
+    """The rate in a sentence, then each repeated reply with the message it answered."""
+    later = sum(max(len(said) - 1, 0) for said in replies)
+    repeated = [line for line in records(replies, probes) if line["repeats"] is not None]
+    lines = [f"repetition rate {repetition_rate(replies):.3f}: {len(repeated)} of {later} replies (each conversation's "
+             f"second on, {len(replies)} conversations) repeat an earlier reply of their conversation"]
+    lines += [f"conversation {line['conversation']}, turn {line['turn']} (repeats turn {line['repeats']}): "
+              f"{line['message']!r} -> {line['reply']!r}" for line in repeated]
+    return lines
 
 
 def roll_out(

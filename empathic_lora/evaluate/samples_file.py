@@ -8,7 +8,6 @@ validation epoch); the newest is the run of lines that share the last line's sta
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ def append(path: Path, lines: Sequence[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.write(jsonl.line(line))
 
 
 def read(path: Path, required: Sequence[str], where: str | None = None) -> list[dict[str, Any]]:

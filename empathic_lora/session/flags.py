@@ -1,5 +1,5 @@
 """The flags chat.py and serve.py share, defined and checked once: which trained model to load, on
-what device, with how much context, and the crisis check's settings."""
+what device, with how much context (these also for `score --probe`), and the crisis check's settings."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ positive_int.__name__ = "int"  # argparse names the type in its "invalid int val
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     """--checkpoint, --base_model, --gguf_file, --history_turns, --device and the crisis flags."""
+    add_model_flags(parser)
+    crisis_check.add_flags(parser)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --base_model, --gguf_file, --history_turns, --device: the model and its context
+    window, for a command that talks to a trained model without a person (the repetition probe)."""
     parser.add_argument(
         "--checkpoint", required=True,
         help="a .ckpt from train.py, a run directory (its newest last.ckpt, e.g. runs/quickstart), "
@@ -36,7 +43,6 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
         "checkpoint was trained with)",
     )
     parser.add_argument("--device", choices=get_args(trained_model.Device), default="auto", help="auto: CUDA when available")
-    crisis_check.add_flags(parser)
 
 
 def load_session_model(args: argparse.Namespace) -> tuple[trained_model.TrainedModel, int | None]:

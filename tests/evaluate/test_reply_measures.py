@@ -156,3 +156,71 @@ def test_the_probe_roll_out_answers_with_the_bots_own_replies_in_the_context(tin
     context = [Turn("speaker", probes[0][0]), Turn("listener", replies[0][0]), Turn("speaker", probes[0][1]),
                Turn("listener", replies[0][1]), Turn("speaker", probes[0][2])]
     assert generate_replies(trained.model, formatter, [context], settings) == [replies[0][2]]
+
+
+def _score(*args: str):
+    from conftest import run_main
+
+    from empathic_lora.errors import run_cli
+    from empathic_lora.score import main
+
+    return run_main(lambda argv: run_cli(lambda: main(list(argv))), *args)
+
+
+def test_repeated_turns_name_the_first_earlier_equal_reply() -> None:
+    from empathic_lora.evaluate.repetition_probe import records, repeated_turns
+
+    assert repeated_turns(["Oh no.", "How so?", "oh NO!", "How so", "Oh no"]) == [None, None, 0, 1, 0]
+    lines = records([["Oh no.", "oh no"]], [("first", "second")])
+    assert lines == [{"conversation": 1, "turn": 1, "message": "first", "reply": "Oh no.", "repeats": None},
+                     {"conversation": 1, "turn": 2, "message": "second", "reply": "oh no", "repeats": 1}]
+
+
+def test_the_probe_command_reports_the_rate_and_the_repeated_replies_of_a_checkpoint(tmp_path: Path, tiny_ckpt: Path) -> None:
+    from empathic_lora.conversation import Formatter, Turn
+    from empathic_lora.evaluate.repetition_probe import PROBES, normalized, repetition_rate
+    from empathic_lora.lm.decoding import GenerationSettings, generate_replies
+    from empathic_lora.session import trained_model
+
+    out = tmp_path / "probe.jsonl"
+    result = _score("--probe", "--checkpoint", str(tiny_ckpt.parent.parent), "--device", "cpu", "--max_new_tokens", "16",
+                    "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(line["conversation"], line["turn"], line["message"]) for line in lines] == [
+        (c + 1, t + 1, message) for c, probe in enumerate(PROBES) for t, message in enumerate(probe)]
+    replies = [[line["reply"] for line in lines if line["conversation"] == c + 1] for c in range(len(PROBES))]
+    # The last turn's replies are the loaded checkpoint's, with its own context window (4 turns of
+    # the 7 so far) and chat's greedy decoding, given the conversation as the file records it.
+    trained = trained_model.load(tiny_ckpt, device="cpu")
+    contexts = [[turn for t in range(4) for turn in (Turn("speaker", probe[t]), Turn("listener", said[t]))][:-1]
+                for probe, said in zip(PROBES, replies)]
+    formatter = Formatter(trained.tokenizer, trained.default_history_turns())
+    assert trained.default_history_turns() == 4
+    settings = GenerationSettings(max_new_tokens=16)
+    assert generate_replies(trained.model, formatter, contexts, settings) == [said[3] for said in replies]
+    printed = result.stdout.splitlines()
+    repeated = [line for line in lines if line["repeats"] is not None]
+    assert printed[0].startswith(f"repetition rate {repetition_rate(replies):.3f}: {len(repeated)} of 30 replies")
+    assert len(printed) == 1 + len(repeated)
+    for shown, line in zip(printed[1:], repeated):
+        assert shown == (f"conversation {line['conversation']}, turn {line['turn']} (repeats turn {line['repeats']}): "
+                         f"{line['message']!r} -> {line['reply']!r}")
+        assert normalized(line["reply"]) == normalized(replies[line["conversation"] - 1][line["repeats"] - 1])
+
+    again = _score("--probe", "--checkpoint", str(tiny_ckpt), "--out", str(out))
+    assert again.returncode == 2 and again.stderr.strip() == f"error: --out {out}: exists; pass --force to replace it"
+
+
+def test_the_probe_command_refuses_a_missing_or_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
+    missing = _score("--probe", "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x.jsonl"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "none.ckpt" in missing.stderr
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    broken = _score("--probe", "--checkpoint", str(bad))
+    assert broken.returncode == 2 and broken.stderr.startswith("error: ") and "bad.ckpt" in broken.stderr
+    for result in (missing, broken):
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "x.jsonl").exists() and bad.read_bytes() == b"not a checkpoint"
+    no_checkpoint = _score("--probe")
+    assert no_checkpoint.returncode == 2 and "the following arguments are required: --checkpoint" in no_checkpoint.stderr
