@@ -1,9 +1,13 @@
 """DDP on CPU (gloo, 2 processes): the real data and the distilgpt2 architecture, sharded without
-overlap, metrics reduced over ranks, files written by rank 0 only, and a checkpoint chat.py loads."""
+overlap, metrics reduced over ranks, files written by rank 0 only, and a checkpoint chat.py loads;
+preference training (DPO) on the tiny model with one reference on every rank."""
 
 from __future__ import annotations
 
 import csv
+import json
+import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -11,10 +15,11 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import run_python
+from conftest import ROOT, run_main, run_python
 
 from empathic_lora.data.batch_order import LengthGroupedSampler, ResumableDataLoader
 from empathic_lora.train.cli import main
+from empathic_lora.train.preference_objective import LOGGED, REFERENCE_KEY
 
 WORLD, BATCH = 2, 3
 
@@ -117,3 +122,56 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path, ed_dir: Path, distilgpt2_dir: 
     assert chat.returncode == 0, chat.stderr[-3000:]
     assert len(chat.stdout.splitlines()) == 1 and chat.stdout.strip()
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["strategy"] == "ddp"
+
+
+class RecordFirstStep(L.Callback):
+    """Saves what each rank's first training step saw: the reference log-probabilities and the loss
+    (the DDP preference test loads it by class path in every process it launches)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
+        if trainer.global_step == 1:
+            torch.save({"reference": {k: v.cpu() for k, v in pl_module.reference_logps.items()}, "loss": outputs["loss"].cpu()},
+                       self.directory / f"rank{trainer.global_rank}.pt")
+
+
+def test_ddp_preference_training_two_processes_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every process the DDP launcher starts imports this module for the callback.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    record = {"class_path": "test_ddp.RecordFirstStep", "init_args": {"directory": str(tmp_path)}}
+    dpo = ["--config", "configs/dpo.yaml", "--model.base_model", "builtin:tiny-gpt2", "--model.random_init", "true",
+           "--model.r", "4", "--model.alpha", "8", "--model.target_modules", "[c_attn]", "--model.num_generation_samples", "0",
+           "--data.max_examples", "16", "--data.batch_size", "2", "--data.eval_batch_size", "4", "--data.num_workers", "0",
+           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+           "--trainer.default_root_dir", str(tmp_path / "runs")]
+    result = run_python("train.py", "fit", *dpo, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_steps", "2",
+                        f"--trainer.callbacks+={json.dumps(record)}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    assert [p.name for p in run.parent.iterdir()] == ["version_0"]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    reference = checkpoint[REFERENCE_KEY]
+    assert not any(logps.isnan().any() for logps in reference.values())  # every pair's, not rank 0's shard only
+    # Every rank trained against the same reference, the checkpoint's; each started at exactly ln 2.
+    for rank in range(WORLD):
+        first = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert set(first["reference"]) == set(reference) == {"train", "val"}
+        for split in reference:
+            torch.testing.assert_close(first["reference"][split], reference[split], atol=0, rtol=0)
+        assert float(first["loss"]) == float(torch.tensor(math.log(2))), rank
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert all(any(row.get(f"train/{name}") for row in rows) for name in LOGGED)
+    assert any(row.get("val/rewards/margins") and row.get("val/preference_loss") for row in rows)
+
+    # One process resumes the two's run: the reference it brings covers the pairs as one process sees them.
+    resumed = run_main(main, "fit", *dpo, "--ckpt_path", "last", "--trainer.max_steps", "3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = torch.load(run.parent / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["global_step"] == 3
+    for split in reference:
+        torch.testing.assert_close(after[REFERENCE_KEY][split], reference[split], atol=0, rtol=0)
