@@ -22,7 +22,7 @@ PROBE = "--probe"
 
 
 def probe_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=f"python -m empathic_lora.score {PROBE}", description=repetition_probe.__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m empathic_lora.score", description=repetition_probe.__doc__.split("\n\n")[0])
     p.add_argument(PROBE, action="store_true", required=True,
                    help=f"run the repetition probe ({len(repetition_probe.PROBES)} scripted multi-turn conversations)")
     add_model_flags(p)
