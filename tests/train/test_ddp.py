@@ -139,7 +139,8 @@ class RecordFirstStep(L.Callback):
 
 def test_ddp_preference_training_two_processes_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every process the DDP launcher starts imports this module for the callback.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    paths = [str(Path(__file__).parent), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
     record = {"class_path": "test_ddp.RecordFirstStep", "init_args": {"directory": str(tmp_path)}}
     dpo = ["--config", "configs/dpo.yaml", "--model.base_model", "builtin:tiny-gpt2", "--model.random_init", "true",
            "--model.r", "4", "--model.alpha", "8", "--model.target_modules", "[c_attn]", "--model.num_generation_samples", "0",
