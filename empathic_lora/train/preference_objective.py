@@ -77,7 +77,7 @@ class PreferenceObjective:
         if self.hparams.get("init_from"):
             source = policy_start.load_adapter(self, self.hparams.init_from)
             log.info("init_from: starting from the adapter of %s", source)
-        if self._is_preference and stage == "fit":
+        if self._is_preference and stage in ("fit", "validate"):
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "setup_pairs"):
                 raise UserError("--model.objective dpo needs the EmpatheticDialoguesDataModule's --data.pairs")
@@ -142,6 +142,8 @@ class PreferenceObjective:
         datamodule = self.trainer.datamodule
         if not self._is_preference or not len(datamodule.pair_datasets.get("val", [])):
             return
+        if self.trainer.state.fn == "validate":
+            self._preference_validate_start()
         with self.trainer.precision_plugin.forward_context():
             for batch in datamodule.pair_batches("val", self.global_rank, self.trainer.world_size):
                 batch = {key: value.to(self.device) for key, value in batch.items()}
@@ -153,6 +155,15 @@ class PreferenceObjective:
             name = key.replace("__", "/")
             self.log(f"val/{'preference_loss' if name == 'loss' else name}", metric.compute())
             metric.reset()
+
+    def _preference_validate_start(self) -> None:
+        """`train.py validate`: a preference checkpoint brings its reference; any other start (the
+        base, an SFT checkpoint) is itself the reference, so its margins are 0 by definition."""
+        if self.reference_logps:
+            self._preference_check_resume()
+        else:
+            val = self.trainer.datamodule.pair_datasets["val"]
+            self.reference_logps = {"val": self._sequence_logps_of(self.trainer.datamodule.pair_batches("val"), len(val))}
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _preference_save(self, ckpt: dict[str, Any]) -> None:
@@ -169,5 +180,5 @@ class PreferenceObjective:
         for split, logps in self.reference_logps.items():
             if logps.shape[0] != len(datamodule.pair_datasets[split]):
                 raise UserError(f"the checkpoint's reference covers {logps.shape[0]} {split} pairs, --data.pairs gives "
-                                f"{len(datamodule.pair_datasets[split])}: resume with the pairs it was trained on")
+                                f"{len(datamodule.pair_datasets[split])}: resume or validate with the pairs it was trained on")
 

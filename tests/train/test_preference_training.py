@@ -63,6 +63,28 @@ def test_step_zero_loss_is_ln2_with_zero_margins_then_the_policy_moves(uninterru
     assert validated and validated[-1]["val/ppl"] and validated[-1]["val/preference_loss"]
 
 
+def _validated(root: Path) -> dict[str, str]:
+    with (root / "lightning_logs" / "version_0" / "metrics.csv").open() as f:
+        return [row for row in csv.DictReader(f) if row.get("val/rewards/margins")][-1]
+
+
+def test_validate_scores_the_pairs_against_the_runs_own_reference(tmp_path: Path, uninterrupted_root: Path) -> None:
+    last = uninterrupted_root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    result = run_main(main, "validate", "--config", "configs/dpo.yaml", *TINY, *SMALL, "--ckpt_path", str(last),
+                      "--trainer.default_root_dir", str(tmp_path / "trained"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    validated, fitted = _validated(tmp_path / "trained"), _validated(uninterrupted_root)  # the fit validated after its last step
+    for name in ("val/rewards/margins", "val/rewards/accuracies", "val/preference_loss", "val/logps/chosen"):
+        assert float(validated[name]) == pytest.approx(float(fitted[name]), rel=1e-5), name
+    assert float(validated["val/rewards/margins"]) != 0.0
+    # Without a preference checkpoint the policy validated is its own reference.
+    result = run_main(main, "validate", "--config", "configs/dpo.yaml", *TINY, *SMALL, "--trainer.default_root_dir", str(tmp_path / "base"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    base = _validated(tmp_path / "base")
+    assert float(base["val/rewards/margins"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(base["val/preference_loss"]) == pytest.approx(math.log(2), abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(uninterrupted_root: Path) -> dict:
     return _last(uninterrupted_root, 0)
