@@ -4,7 +4,7 @@ QLoRA (PEFT's recipe) stores each frozen projection as 4-bit NormalFloat codes w
 scales and dequantizes a layer's weight only while that layer computes; only the adapter's weights
 get gradients. PEFT does this with bitsandbytes, whose 4-bit kernels are CUDA-first; here it is
 torchao's tensor subclasses, which run the same code on CPU and CUDA: `NF4Tensor` (what
-torchtune's QLoRA uses; blocks of 64) for `nf4`, `Int8Tensor` (one scale per output row, torchao's
+torchtune's QLoRA uses; blocks of 32, see `BLOCK`) for `nf4`, `Int8Tensor` (one scale per output row, torchao's
 weight-only int8) for `int8`. Quantization runs after the adapter is attached, so the base's
 signature (checkpoint_file.check_fits) is the float base's, and a checkpoint rebuilds its base
 the same way from its recorded `quantize`.
@@ -37,7 +37,12 @@ from empathic_lora.errors import UserError
 log = logging.getLogger(__name__)
 
 Quantize = Literal["none", "nf4", "int8"]
-BLOCK = 64  # weights per 4-bit block with its own scale (QLoRA's and torchao's default)
+# Weights per 4-bit block with its own scale. QLoRA's and torchao's default is 64; 32 is the block
+# of GGUF's Q4_0/Q4_1/Q8_0 (and the sub-block of Q4_K/Q5_K), so a base read from a GGUF file is
+# re-quantized one GGUF block per NF4 block. On SmolLM2's Q4_1 file, 64 raised the zero-shot
+# validation perplexity 22% over the dequantized float base, 32 4% (docs/benchmarks.md), for an
+# eighth of a bit more per weight.
+BLOCK = 32
 SCALER_BLOCK = 256  # scales per block of the second (8-bit) quantization of the scales, at most
 
 
@@ -142,7 +147,20 @@ def quantize_base(model: torch.nn.Module, quantize: Quantize) -> None:
         raise UserError(f"--model.quantize {quantize}: no frozen projection of this base divides into {BLOCK}-weight blocks")
     log.info("--model.quantize %s: %d frozen projections quantized (%d left in float: not a multiple of %d weights)",
              quantize, quantized, kept, BLOCK)
+    _copy_out_of_the_file(model)
     _release_freed_memory()
+
+
+def _copy_out_of_the_file(model: torch.nn.Module) -> None:
+    """Copy the frozen float tensors left (embeddings, norms, biases) into memory of their own.
+    transformers loads a safetensors base memory-mapped, and the file's mapping lives as long as
+    any tensor read from it: with the embeddings still in it, every page of the float projections
+    that quantizing read stayed resident (on SmolLM2, 513 MB of the file mapped in RSS after
+    quantizing to 56 MB of NF4). Once nothing refers to the file, its mapping and those pages go."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if not tensor.requires_grad and not is_quantized(tensor):
+                tensor.data = tensor.data.clone()
 
 
 def _release_freed_memory() -> None:

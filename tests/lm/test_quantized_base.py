@@ -4,12 +4,14 @@ GPT-2, whose projections are Conv1D)."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import run_main
-from transformers import AutoModelForCausalLM
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 from empathic_lora.chat import repl
@@ -113,3 +115,19 @@ def test_quantized_checkpoint_loads_for_chat_and_merges_into_a_float_model(
     assert projections and all(type(m) is Conv1D and m.weight.dtype == torch.float32 for m in projections.values())
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_quantizing_lets_go_of_the_base_file(tmp_path: Path) -> None:
+    """transformers maps a safetensors base into memory; once quantized, nothing may refer to the
+    file any more, or the float projections' pages that quantizing read stay resident."""
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=128, n_positions=32)).save_pretrained(tmp_path)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path), LoraConfig(r=2, target_modules=["c_attn"]))
+
+    def mapped() -> bool:
+        return str(tmp_path / "model.safetensors") in Path("/proc/self/maps").read_text()
+
+    assert mapped()  # the premise: the base is read through a mapping of its file
+    quantized_base.quantize_base(model, "nf4")
+    gc.collect()
+    assert not mapped()
+    assert all(quantized_base.is_quantized(m.weight) for m in _projections(model).values())
