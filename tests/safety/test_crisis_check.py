@@ -14,7 +14,7 @@ from conftest import ROOT
 
 from empathic_lora.errors import UserError
 from empathic_lora.lm import sentence_encoder
-from empathic_lora.safety import crisis_check, semantic_layer
+from empathic_lora.safety import crisis_check, learned_layer, semantic_layer
 from empathic_lora.safety.crisis_check import CrisisCheck, normalize, sentences
 
 CHECK = CrisisCheck()
@@ -150,6 +150,38 @@ def test_semantic_layer_adds_paraphrases_and_only_adds(layer: semantic_layer.Sem
     for harmless in ("this traffic is killing me", "I cut my finger while cooking", "I'm so stressed about exams"):
         assert not both.matches(harmless), harmless
     assert both.matches("kms")  # a pattern hit needs no embedding
+
+
+# The learned part of the layer (learned_layer.py). Written for this test, in none of bench/crisis_set's
+# files; the patterns and the exemplars miss each of them.
+PARAPHRASES = [
+    "honestly i have stopped seeing any future where i am still here",
+    "The bus was late again. Honestly I have stopped seeing any future where I am still here. Anyway, dinner was nice.",
+]
+HARMLESS = ["I sliced my thumb open on a tin of beans", "that exam absolutely murdered me",
+            "my nan passed away peacefully in her sleep", "we discussed suicide prevention in today's seminar"]
+
+
+def test_the_learned_layer_adds_what_the_patterns_miss(layer: semantic_layer.SemanticLayer) -> None:
+    check = CrisisCheck(semantic=layer)
+    for text in PARAPHRASES:
+        exemplars_miss = not layer.close(layer.encode(sentences(text)))
+        assert not CrisisCheck().matches(text) and exemplars_miss and check.matches(text), text
+    for text in HARMLESS:
+        assert not check.matches(text), text
+
+
+def test_the_window_hands_the_joined_turns_to_the_learned_layer(layer: semantic_layer.SemanticLayer) -> None:
+    check = CrisisCheck(semantic=layer)
+    turns = ["i keep thinking about it", "not being here anymore"]
+    watch = check.watch()
+    assert [watch.hear(turn).notice for turn in turns][-1]
+    assert not any(check.matches(turn) for turn in turns)
+
+
+def test_build_installs_the_learned_layer_with_the_extra(layer: semantic_layer.SemanticLayer) -> None:
+    check = crisis_check.build(semantic="on")
+    assert isinstance(check.semantic, semantic_layer.SemanticLayer) and check.semantic.learned == learned_layer.Weights.load()
 
 
 def test_auto_without_the_extra_is_patterns_only(monkeypatch: pytest.MonkeyPatch) -> None:
