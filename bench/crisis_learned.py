@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=bench.SET_DIR, help="directory holding the set files")
     parser.add_argument("--write", action="store_true", help=f"train on every group and write {learned_layer.WEIGHTS.name}")
     parser.add_argument("--exemplars", action="store_true", help="also measure the exemplar layer (semantic_layer.py)")
-    parser.add_argument("--repeats", type=int, default=3, help="times each message is checked for the timings")
+    parser.add_argument("--repeats", type=int, default=1, help="times each message is checked for the timings")
     args = parser.parse_args()
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats}: must be at least 1")
