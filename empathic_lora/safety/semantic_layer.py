@@ -106,6 +106,18 @@ def available() -> bool:
     return sentence_encoder.available()
 
 
+def _similar_lengths(texts: list[str]) -> list[list[str]]:
+    """`texts` in batches of similar length, shortest first: a batch is padded to its longest text,
+    and one batch holding a whole message beside its sentences cost twice the time."""
+    batches: list[list[str]] = []
+    for text in sorted(texts, key=len):
+        if batches and len(text) <= 2 * len(batches[-1][0]) + 20:
+            batches[-1].append(text)
+        else:
+            batches.append([text])
+    return batches
+
+
 class SemanticLayer:
     """Calls as `layer(text) -> bool`: whether a sentence of `text` is close to a crisis exemplar, or
     (with `learned`, the default) the learned layer (`learned_layer.py`) fires on some view of it.
@@ -133,7 +145,9 @@ class SemanticLayer:
         sentences = self.split(text)[:MAX_SENTENCES] or [text]
         views = learned_layer.views(text, self.split) if self.learned else []
         texts = list(dict.fromkeys([*sentences, *views]))
-        embedded = dict(zip(texts, self.encode(texts)))
+        embedded = {}
+        for batch in _similar_lengths(texts):
+            embedded.update(zip(batch, self.encode(batch)))
         if self.close(torch.stack([embedded[s] for s in sentences])):
             return True
         return self.learned is not None and self.coef is not None and learned_layer.score(
