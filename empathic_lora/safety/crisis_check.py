@@ -22,7 +22,8 @@ Matching works on normalized text: case, punctuation and apostrophes ignored ("d
 phrases (one per line, `#` starts a comment; a phrase must start at a word but may end inside one;
 it counts wherever it appears, with none of the exceptions above) and `--crisis_phrases_only` drops
 the built-in patterns and the semantic layer; `--crisis_message TEXT` sets the line shown.
-An optional semantic layer (`empathic_lora.safety.semantic_layer`) may add to the patterns, never veto them.
+An optional semantic layer (`empathic_lora.safety.semantic_layer`: exemplars, and a classifier trained on
+`bench/crisis_set/`, `learned_layer`) may add to the patterns, never veto them.
 """
 
 from __future__ import annotations
