@@ -1,6 +1,6 @@
 """Crisis check: recall and false-alarm rate on the committed evaluation set (the tuning part, the
 held-out part and the probes, with recall per category), on its multi-turn conversations, and on the
-frozen held-out set of issue 23 (single messages per writing style, and conversations), with
+frozen held-out set of issue 23 and blind set 2 (single messages per writing style, and conversations), with
 milliseconds per message for each layer (p50/p95), in one run.
 
     python bench/crisis_check.py                 # the pattern layer (what chat runs without the extra)
@@ -43,6 +43,10 @@ PARTS = {
 CONVERSATIONS = ("conversations_crisis.txt", "conversations_negatives.txt")  # committed, tuned on
 FROZEN = ("frozen_crisis.txt", "frozen_negatives.txt")  # issue 23's held-out set: single messages by style
 FROZEN_CONVERSATIONS = ("multiturn_crisis.txt", "multiturn_negatives.txt")  # and its conversations
+# The second blind set, written after the learned layer was trained and never read by it; its misses are
+# never listed (--misses skips it), so that nothing gets tuned on it (bench/crisis_set/README.md).
+BLIND2 = ("blind2_crisis.txt", "blind2_negatives.txt")
+BLIND2_CONVERSATIONS = ("blind2_conversations_crisis.txt", "blind2_conversations_negatives.txt")
 TURN_SEPARATOR = " || "
 TARGET_RECALL, TARGET_FALSE_ALARMS = 0.95, 0.05
 
@@ -191,6 +195,8 @@ def main() -> None:
     conversations = load_set(args.set, {"conversations": CONVERSATIONS})
     frozen = load_set(args.set, {"frozen": FROZEN})
     frozen_conversations = load_set(args.set, {"frozen conversations": FROZEN_CONVERSATIONS})
+    blind2 = load_set(args.set, {"blind 2": BLIND2})
+    blind2_conversations = load_set(args.set, {"blind 2 conversations": BLIND2_CONVERSATIONS})
     checks = {"patterns": CrisisCheck()}
     if args.semantic:
         from empathic_lora.safety import semantic_layer
@@ -206,6 +212,9 @@ def main() -> None:
             report(f"{name}, {label}, each turn alone", any_turn_alone(check.matches), cases, 0, False)
             report(f"{name}, {label}, turns in a window of {WINDOW}", conversation_flagged(check), cases, 0, args.misses)
         report(f"{name}, frozen held-out set (issue 23)", check.signals, frozen, args.repeats, args.misses)
+        report(f"{name}, blind set 2", check.signals, blind2, 0, False)
+        report(f"{name}, blind set 2 conversations, turns in a window of {WINDOW}", conversation_flagged(check),
+               blind2_conversations, 0, False)
 
 
 if __name__ == "__main__":
