@@ -129,3 +129,11 @@ def test_typed_base_model_flag_wins_over_the_checkpoint(tmp_path: Path, capsys: 
 
     main(["validate", *common, "--ckpt_path", str(last), "--model.base_model", str(moved)])
     assert "val/ppl" in capsys.readouterr().out
+
+
+def test_the_empathy_measures_layer_appends_to_the_default_reply_metrics() -> None:
+    result = run_main(main, "test", "--config", "configs/tiny.yaml", "--config", "configs/measures/empathy.yaml", "--print_config")
+    assert result.returncode == 0, result.stderr
+    metrics = yaml.safe_load(result.stdout)["model"]["generation_metrics"]
+    names = [metric.get("name") for metric in metrics]
+    assert names[-2:] == ["emoacc", "generic_rate"] and "bleu4" in names and "distinct2_field" in names
