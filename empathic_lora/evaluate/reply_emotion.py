@@ -21,6 +21,7 @@ import torch
 from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
 from empathic_lora.data.download import SPLIT_FILES
 from empathic_lora.data.emotion_labels import EMOTIONS, label_ids
+from empathic_lora.errors import UserError
 from empathic_lora.lm.sentence_encoder import SentenceEncoder
 from empathic_lora.paths import default_cache_dir, publish
 
@@ -49,6 +50,10 @@ class ReplyEmotionClassifier:
         encoder = SentenceEncoder("EmotionAccuracy (EmoAcc)")
         data = EmpatheticDialoguesDataModule(data_dir, cache_dir=str(cache_dir) if cache_dir else None)
         raw = data.raw_dir()
+        for split in ("train", "test"):  # hashed below before the reader (which names a missing file) opens them
+            if not (raw / SPLIT_FILES[split]).is_file():
+                raise UserError(f"EmotionAccuracy (EmoAcc) data_dir {data_dir}: no {SPLIT_FILES[split]} there "
+                                "(its classifier trains on the training split and reports its ceiling on the test split)")
         digest = hashlib.sha256(json.dumps(
             [VERSION, WEIGHT_DECAY, ITERATIONS, *(hashlib.sha256((raw / SPLIT_FILES[s]).read_bytes()).hexdigest() for s in ("train", "test"))]
         ).encode()).hexdigest()[:24]
@@ -67,7 +72,10 @@ class ReplyEmotionClassifier:
                         "train_replies": len(train), "test_replies": len(test)}, staging / "classifier.pt")
 
         if not (target / "classifier.pt").is_file():
-            publish(target, build)
+            # First use is often inside `train.py test`, whose loop runs in inference mode: the
+            # regression needs autograd, and embeddings that are not inference tensors.
+            with torch.inference_mode(False), torch.enable_grad():
+                publish(target, build)
         saved = torch.load(target / "classifier.pt", weights_only=True)
         return cls(saved["weight"], saved["bias"], saved["ceiling"], encoder)
 

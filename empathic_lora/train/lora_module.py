@@ -393,14 +393,16 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
                 self.model, datamodule.formatter, mine, self.generation_settings, datamodule.hparams.eval_batch_size
             )
         mine_lines = reply_scoring.records(mine, replies, stage=stage, epoch=self.current_epoch)
-        scores = reply_scoring.score(self.reply_metrics, mine_lines)
-        for key, value in scores.items():
-            self.log(f"{stage}/{key}", value)
         lines = reply_scoring.gather(mine_lines)
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # log_dir broadcasts: every rank asks
         if self.trainer.is_global_zero:
+            # Written before they are scored: a metric that fails must not lose an hour of generation
+            # (`python -m empathic_lora.score` rescores the file).
             samples_file.append(run_dir / samples_file.SAMPLES_FILE, lines)
             reply_scoring.log_as_text(self.trainer.loggers, lines, f"{stage}/samples", self.global_step)
+        scores = reply_scoring.score(self.reply_metrics, mine_lines)
+        for key, value in scores.items():
+            self.log(f"{stage}/{key}", value)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

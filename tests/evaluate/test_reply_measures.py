@@ -224,3 +224,11 @@ def test_the_probe_command_refuses_a_missing_or_bad_checkpoint_in_one_line(tmp_p
     assert not (tmp_path / "x.jsonl").exists() and bad.read_bytes() == b"not a checkpoint"
     no_checkpoint = _score("--probe")
     assert no_checkpoint.returncode == 2 and "the following arguments are required: --checkpoint" in no_checkpoint.stderr
+
+
+def test_the_classifier_trains_inside_a_test_loop(classifier: ReplyEmotionClassifier, tmp_path: Path) -> None:
+    """`train.py test` scores in inference mode, where its first use trains the classifier."""
+    with torch.inference_mode():
+        trained_there = ReplyEmotionClassifier.load_or_train("builtin:sample", tmp_path)
+    torch.testing.assert_close(trained_there.weight, classifier.weight)
+    assert trained_there.ceiling == classifier.ceiling

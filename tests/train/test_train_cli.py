@@ -137,3 +137,14 @@ def test_the_empathy_measures_layer_appends_to_the_default_reply_metrics() -> No
     metrics = yaml.safe_load(result.stdout)["model"]["generation_metrics"]
     names = [metric.get("name") for metric in metrics]
     assert names[-2:] == ["emoacc", "generic_rate"] and "bleu4" in names and "distinct2_field" in names
+
+
+def test_replies_are_kept_when_a_reply_metric_fails(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """Generation can take an hour: the samples are written before any metric scores them."""
+    failing = '[{"name": "emoacc", "class_path": "empathic_lora.evaluate.metrics.EmotionAccuracy", "init_args": {"data_dir": "/no/such/data"}}]'
+    result = run_main(main, "test", "--config", "configs/tiny.yaml", "--ckpt_path", str(tiny_ckpt), "--model.num_generation_samples", "3",
+                      "--model.generation_metrics", failing, "--trainer.default_root_dir", str(tmp_path),
+                      "--trainer.enable_progress_bar", "false")
+    assert_one_line_error(result, "/no/such/data")
+    samples = (tmp_path / "lightning_logs" / "version_0" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 3
