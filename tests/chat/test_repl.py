@@ -316,12 +316,13 @@ def test_terminal_sessions(tiny_ckpt: Path) -> None:
         assert command in talk.before
     # A signal split across two messages: the fixed reply, no model text, and the line on stdout; the
     # line stays after a harmless message, until /reset.
-    talk.sendline("i just want to")
+    # (Halves neither layer flags alone: the learned layer flags "i just want to" by itself.)
+    talk.sendline("there is nothing")
     talk.expect(r"bot> ([^\r\n]*)\r\n")
     assert talk.match.group(1) != DEFAULT_REPLY
     talk.expect_exact(repl.PROMPT)
     assert DEFAULT_MESSAGE not in talk.before
-    talk.sendline("die")
+    talk.sendline("left to live for")
     talk.expect_exact(f"bot> {DEFAULT_REPLY}\r\n{DEFAULT_MESSAGE}\r\n")
     talk.sendline(MESSAGE)
     talk.expect(r"bot> ([^\r\n]*)\r\n")
@@ -355,7 +356,7 @@ def test_piped_mode_writes_one_reply_line_per_message(tiny_ckpt: Path) -> None:
     data = (
         f"{MESSAGE}\n\n   \n".encode() + b"\xff\xfe I feel \xc3 lost\n"  # invalid UTF-8
         + f"{long}\n\n{megabyte}\n".encode()
-        + b"I have nothing left\nto live for\nok\n/reset\nok\n/quit\nnever read\n"  # a signal split in two
+        + b"There is nothing\nleft to live for\nok\n/reset\nok\n/quit\nnever read\n"  # a signal split in two
     )
     result = run_python("chat.py", "--checkpoint", str(tiny_ckpt), input=data)
     stderr = result.stderr.decode()
