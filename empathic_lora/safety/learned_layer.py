@@ -1,5 +1,5 @@
 """The learned layer of the crisis check: a logistic regression on all-MiniLM-L6-v2 sentence
-embeddings, trained on every file of `bench/crisis_set/` (crisis messages against hard negatives in
+embeddings, trained on the files of `bench/crisis_set/` but blind set 2 (crisis messages against hard negatives in
 many styles), in place of hand-written exemplars whose threshold and margin were tuned by hand.
 
 A message is read in several views (`views`): the whole text, each sentence, and, in a long run-on
@@ -13,8 +13,8 @@ read as one text.
 
 The weights ship as `crisis_classifier.json` (384 coefficients, the intercept and the threshold, with
 a digest of the files they were trained on); `python bench/crisis_learned.py --write` trains them
-again, deterministically, from the committed set. Training needs scikit-learn (the
-`crisis-semantic` extra); scoring needs only torch.
+again, deterministically, from the committed set. Training needs scikit-learn (the `dev`
+extra); scoring needs only torch.
 """
 
 from __future__ import annotations
