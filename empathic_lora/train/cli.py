@@ -13,11 +13,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from empathic_lora.data import preference_pairs
 from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
 from empathic_lora.errors import UserError, run_cli
 from empathic_lora.lm import checkpoint_file
 from empathic_lora.paths import RUNS, newest_checkpoint
-from empathic_lora.train import lightning_internals
+from empathic_lora.train import lightning_internals, policy_start
 from empathic_lora.train.callbacks import ExactResume, NonFiniteGuard
 from empathic_lora.train.checkpoint_io import SafeCheckpointIO
 from empathic_lora.train.lora_module import EmpatheticLoRAModule
@@ -85,6 +86,7 @@ class EmpathicCLI(LightningCLI):
         self._checkpoint: dict[str, Any] | None = None
         if ckpt_path and str(ckpt_path).split(":")[0] not in LIGHTNING_CKPT_NAMES:
             self._checkpoint = checkpoint_file.read(ckpt_path)
+        _check_sources(config, resuming=bool(ckpt_path))
 
     def _parse_ckpt_path(self) -> None:  # a private hook: see lightning_internals.py
         # LightningCLI copies the checkpoint's hyperparameters over the whole config. That is right
@@ -96,6 +98,8 @@ class EmpathicCLI(LightningCLI):
         super()._parse_ckpt_path()
         if subcommand in ("validate", "test", "predict") and self._checkpoint is not None:
             self._evaluate_as_trained(subcommand)
+            # The checkpoint holds the adapter: where its training started need not exist any more.
+            self.config[f"{subcommand}.model.init_from"] = None
         for key, value in typed.items():
             self.config[f"{subcommand}.{key}"] = value
 
@@ -124,6 +128,20 @@ class EmpathicCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
+
+
+def _check_sources(config: Any, resuming: bool) -> None:
+    """The files that flags name, checked before the trainer makes a `version_N` for a run that
+    cannot start (the data directory is left to the data module, which names it just as well)."""
+    init_from = config.get("model.init_from")
+    if init_from and not resuming:
+        path = checkpoint_file.resolve(init_from, policy_start.FLAG)
+        if not path.exists():
+            raise UserError(f"{policy_start.FLAG} {init_from}: no such checkpoint, run directory or exported adapter")
+    for key in ("pairs", "val_pairs"):
+        source = config.get(f"data.{key}")
+        if source and source != preference_pairs.OPPOSITE_EMOTION and not Path(source).expanduser().is_file():
+            raise UserError(f"--data.{key} {source}: no such pairs file")
 
 
 def _log_to_stderr() -> None:

@@ -130,18 +130,34 @@ def test_a_dpo_run_continues_from_an_sft_checkpoint(tmp_path: Path, tiny_ckpt: P
     assert float(first["train/logps/chosen"]) > float(zero_shot["train/logps/chosen"])
 
 
-@pytest.mark.parametrize(("flags", "needles"), [
-    (["--data.pairs", "null"], ["--model.objective dpo", "--data.pairs"]),
-    (["--model.emotion_loss_weight", "0.5"], ["--model.emotion_loss_weight 0"]),
-    (["--model.dpo_loss", "ipo", "--model.dpo_label_smoothing", "0.1"], ["--model.dpo_label_smoothing 0.1"]),
-    (["--model.dpo_label_smoothing", "0.5"], ["--model.dpo_label_smoothing"]),
-    (["--model.init_from", "no/such/run.ckpt"], ["no/such/run.ckpt"]),
-    (["--data.pairs", "no/such/pairs.jsonl"], ["no/such/pairs.jsonl"]),
+@pytest.mark.parametrize(("flags", "needles", "checked_before_the_run"), [
+    (["--data.pairs", "null"], ["--model.objective dpo", "--data.pairs"], False),
+    (["--model.emotion_loss_weight", "0.5"], ["--model.emotion_loss_weight 0"], True),
+    (["--model.dpo_loss", "ipo", "--model.dpo_label_smoothing", "0.1"], ["--model.dpo_label_smoothing 0.1"], True),
+    (["--model.dpo_label_smoothing", "0.5"], ["--model.dpo_label_smoothing"], True),
+    (["--model.init_from", "no/such/run.ckpt"], ["--model.init_from no/such/run.ckpt"], True),
+    (["--data.pairs", "no/such/pairs.jsonl"], ["--data.pairs no/such/pairs.jsonl"], True),
+    (["--data.val_pairs", "no/such/val.jsonl"], ["--data.val_pairs no/such/val.jsonl"], True),
 ])
-def test_mistakes_are_one_line(tmp_path: Path, flags: list[str], needles: list[str]) -> None:
+def test_mistakes_are_one_line(tmp_path: Path, flags: list[str], needles: list[str], checked_before_the_run: bool) -> None:
     result = run_main(main, "fit", "--config", "configs/dpo.yaml", *TINY, "--trainer.default_root_dir", str(tmp_path), *flags)
     assert_one_line_error(result, *needles)
     assert not list(tmp_path.rglob("*.ckpt"))
+    if checked_before_the_run:  # no empty version_N left behind for a run that could not start
+        assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_dpo_run_is_evaluated_after_its_starting_run_is_gone(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """The DPO checkpoint holds the adapter and the reference: `init_from`, recorded in its
+    hyperparameters, is not read again by validate or test."""
+    start = tmp_path / "sft.ckpt"
+    shutil.copy(tiny_ckpt, start)
+    _fit(tmp_path / "dpo", *SMALL, "--trainer.max_steps", "1", "--model.init_from", str(start))
+    start.unlink()
+    result = run_main(main, "validate", "--config", "configs/dpo.yaml", *TINY, *SMALL, "--trainer.default_root_dir", str(tmp_path / "val"),
+                      "--ckpt_path", str(tmp_path / "dpo" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "val/rewards/margins" in result.stdout
 
 
 def test_old_runs_keep_loading_as_sft(tiny_ckpt: Path, tmp_path: Path) -> None:
