@@ -168,6 +168,7 @@ def config_error(error: ArgumentError) -> UserError:
                   r"expected \1, got \2", text)
     text = re.sub(r"Not of type (\w+): (.*?) does not conform to restriction (.*)", r"expected \1 (\3), got \2", text)
     text = text.replace("jsonargparse.typing.", "")
+    text = re.sub(r"typing\.Literal\[(.*?)\]", lambda m: " or ".join(m.group(1).split(", ")), text)
     text = text.replace("<class 'NoneType'>", "null")
     text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
     return UserError(f"{text} (python train.py SUBCOMMAND --help lists every option)")

@@ -123,7 +123,7 @@ OUT_OF_RANGE = [
     ("--model.weight_decay", "-0.01", "expected NonNegativeFloat (v>=0), got -0.01"),
     ("--model.warmup_steps", "-10", "expected NonNegativeInt (v>=0), got -10"),
     ("--model.init_seed", "-1", "expected NonNegativeInt (v>=0), got -1"),
-    ("--model.num_generation_samples", "-1", "expected one of NonNegativeInt, typing.Literal['all'], got -1"),
+    ("--model.num_generation_samples", "-1", "expected one of NonNegativeInt, 'all', got -1"),
     ("--model.generation_every_n_epochs", "0", "expected one of PositiveInt, null, got 0"),
     ("--data.batch_size", "0", "expected PositiveInt (v>0), got 0"),
     ("--data.eval_batch_size", "-3", "expected PositiveInt (v>0), got -3"),

@@ -188,7 +188,7 @@ def test_all_generates_for_every_example_of_the_split(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["some", "2.5"])  # -1: tests/e2e/test_bad_input.py
 def test_a_bad_number_of_generation_samples_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path, value: str) -> None:
     line = train_error(capsys, tmp_path, "--model.num_generation_samples", value)
-    assert line.startswith(f"error: --model.num_generation_samples: expected one of NonNegativeInt, typing.Literal['all'], got {value}")
+    assert line.startswith(f"error: --model.num_generation_samples: expected one of NonNegativeInt, 'all', got {value}")
 
 
 def _walkthrough() -> tuple[dict[str, str], list[str]]:
