@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from empathic_lora.errors import UserError
 from empathic_lora.evaluate import samples_file
+from empathic_lora.paths import newest_run_file
 
 DEFAULT_QUESTIONS = (
     "Which reply is more empathetic?",
@@ -151,6 +152,14 @@ def attention_checks(pairs: Sequence[Sample], rate: float, seed: int) -> list[It
     return checks
 
 
+def samples_path(path: Path) -> Path:
+    """The samples file that `path` names: the file, its run directory, or the
+    `--trainer.default_root_dir` above it (its newest run), as `score` takes a run."""
+    if not path.is_dir() or (path / samples_file.SAMPLES_FILE).is_file():
+        return path / samples_file.SAMPLES_FILE if path.is_dir() else path
+    return newest_run_file(path, samples_file.SAMPLES_FILE) or path / samples_file.SAMPLES_FILE
+
+
 def build_study(
     a: Path, b: Path, questions: Sequence[str] = DEFAULT_QUESTIONS, attention_rate: float = 0.1, seed: int = 0,
     flags: tuple[str, str] = ("--a", "--b"),
@@ -161,6 +170,7 @@ def build_study(
         raise UserError(f"--attention-rate {attention_rate}: must be between 0 and 0.5")
     if not questions or any(not q.strip() for q in questions) or len(set(questions)) != len(questions):
         raise UserError(f"--question {list(questions)}: need at least one question, each non-empty and distinct")
+    a, b = samples_path(a), samples_path(b)
     samples_a = load_samples(a, flags[0])
     samples_b = load_samples(b, flags[1])
     shared = [key for key in samples_a if key in samples_b]

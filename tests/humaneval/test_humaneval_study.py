@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,23 @@ def test_pairs_by_split_and_context_skipping_and_counting_the_rest(tmp_path: Pat
     assert [(item.a, item.b) for item in study.items] == [(f"A says sorry {i}", f"B says sorry {i}") for i in range(5)]
     assert study.skipped == {"a": 2, "b": 3}
     assert study.names == (str(a.parent), str(b.parent))
+
+
+def test_a_run_is_named_by_its_file_its_run_directory_or_the_root_above_it(tmp_path: Path) -> None:
+    a, b = two_runs(tmp_path / "runs", n=3)
+    root = tmp_path / "root"
+    older, newer = (root / "lightning_logs" / f"version_{n}" / "samples.jsonl" for n in (0, 1))
+    write_samples(older, rows(3, "old {i}"))
+    write_samples(newer, rows(3, "new {i}"))
+    os.utime(older, (1, 1))  # the newest run is the one written last, whatever its number
+    by_root = build_study(root, b, attention_rate=0)
+    assert [item.a for item in by_root.items] == ["new 0", "new 1", "new 2"]
+    assert by_root.names == (str(newer.parent), str(b.parent))
+    by_dir = build_study(a.parent, b.parent, attention_rate=0)
+    assert [(item.a, item.b) for item in by_dir.items] == [(item.a, item.b) for item in build_study(a, b, attention_rate=0).items]
+    with pytest.raises(UserError, match=f"^--b {tmp_path}/empty/samples.jsonl: no such samples file"):
+        (tmp_path / "empty").mkdir()
+        build_study(a, tmp_path / "empty")
 
 
 def test_only_the_newest_evaluation_is_judged(tmp_path: Path) -> None:
