@@ -38,12 +38,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import transformers
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from transformers import StoppingCriteria
 
 from empathic_lora import web
@@ -57,6 +58,8 @@ from empathic_lora.serve.openai_wire import (
     DONE,
     ChatCompletionRequest,
     Completion,
+    ModelCard,
+    ModelList,
     event,
     usage,
 )
@@ -307,6 +310,14 @@ async def _until_disconnected(request: Request, cancel: threading.Event) -> None
     cancel.set()
 
 
+class Health(BaseModel):
+    """`GET /health`: the model is loaded; `pending` replies are queued or being generated."""
+
+    status: Literal["ready"]
+    model: str
+    pending: int
+
+
 def create_app(loaded: trained_model.TrainedModel, config: ServeConfig) -> FastAPI:
     """The API and page for `loaded` (see the module doc); `harness.server_thread` serves it in a test."""
     api = ChatApi(loaded, config)
@@ -318,13 +329,12 @@ def create_app(loaded: trained_model.TrainedModel, config: ServeConfig) -> FastA
         return await api.complete(body, request)
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": 0,
-                                            "owned_by": "empathic_lora"}]}
+    async def models() -> ModelList:
+        return ModelList(object="list", data=[ModelCard(id=config.model_name, object="model", created=0, owned_by="empathic_lora")])
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ready", "model": config.model_name, "pending": api.generator.pending}
+    async def health() -> Health:
+        return Health(status="ready", model=config.model_name, pending=api.generator.pending)
 
     return app
 

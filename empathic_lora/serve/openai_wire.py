@@ -150,6 +150,20 @@ class ChatCompletion(BaseModel):
     crisis_notice: str | None = None
 
 
+class ModelCard(BaseModel):
+    """One model of `GET /v1/models`, as OpenAI's Model object."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
 # The 200 of `POST /v1/chat/completions`: a `ChatCompletion`, or with `stream` the server-sent events.
 CHAT_COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ChatCompletion, "description": "The reply; with `stream`, server-sent events of "

@@ -81,6 +81,10 @@ def slow_and_long(loaded: trained_model.TrainedModel, monkeypatch: pytest.Monkey
 def test_models_and_health(client: openai.OpenAI, url: str) -> None:
     assert [model.id for model in client.models.list()] == ["tiny"]
     assert httpx.get(f"{url}/health").json()["status"] == "ready"
+    # Typed in the OpenAPI schema, so that schemathesis checks these bodies too, not only the chat's.
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    for path, schema in (("/v1/models", "ModelList"), ("/health", "Health")):
+        assert paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
 
 
 def test_plain_and_streamed_replies_agree_in_openais_format(client: openai.OpenAI) -> None:
