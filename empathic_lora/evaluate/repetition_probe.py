@@ -55,9 +55,9 @@ def repeated_turns(replies: Sequence[str]) -> list[int | None]:
     (`normalized`), or None."""
     first: dict[str, int] = {}
     found = []
-    for index, reply in enumerate(replies):
-        found.append(first.get(normalized(reply)))
-        first.setdefault(normalized(reply), index)
+    for index, key in enumerate(map(normalized, replies)):
+        found.append(first.get(key))
+        first.setdefault(key, index)
     return found
 
 
