@@ -50,7 +50,7 @@ from empathic_lora.ranges import (
     Probability,
 )
 from empathic_lora.train.preference_loss import LossName
-from empathic_lora.train.preference_objective import LabelSmoothing, Objective, PreferenceObjective
+from empathic_lora.train.preference_objective import LabelSmoothing, LengthWeight, Objective, PreferenceObjective
 
 Batch = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
         dpo_beta: PositiveFloat = 0.1,
         dpo_loss: LossName = "sigmoid",
         dpo_label_smoothing: LabelSmoothing = 0.0,
+        dpo_ld_alpha: LengthWeight | None = None,
         init_from: str | None = None,
     ) -> None:
         """Parameter-efficient fine-tuning of a causal LM on listener replies (LoRA by default).
@@ -157,6 +158,10 @@ class EmpatheticLoRAModule(PreferenceObjective, L.LightningModule):
                 `ipo` (Azar et al. 2023, log-ratios averaged per token as in TRL).
             dpo_label_smoothing: cDPO's assumed share of flipped labels (0 <= eps < 0.5; for noisy
                 human judgments); `sigmoid` only.
+            dpo_ld_alpha: LD-DPO (Liu et al. 2024; TRL's `ld_alpha`): the tokens of a reply past the
+                shorter reply of its pair count this much (0 <= a <= 1) in both the policy's and the
+                reference's log-probabilities, so a longer reply cannot win by length alone;
+                `null`: plain DPO. For pairs whose replies differ in length by kind (`self` pairs).
             init_from: Start from this run's adapter: an SFT checkpoint, its run directory (newest
                 last.ckpt) or its exported adapter (`python -m empathic_lora.export`); `null`: a fresh
                 adapter (the zero-shot base). A resumed run's checkpoint still wins.

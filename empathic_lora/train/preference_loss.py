@@ -1,5 +1,6 @@
 """Preference losses over sequence log-probabilities: DPO (`sigmoid`), cDPO (`sigmoid` with
-`label_smoothing`) and IPO (`ipo`), and the reward statistics TRL logs beside them.
+`label_smoothing`) and IPO (`ipo`), and the reward statistics TRL logs beside them; and the
+sequence log-probabilities themselves, plain or length-desensitized (LD-DPO, `ld_alpha`).
 
 Written by hand because TRL's loss lives inside `DPOTrainer._compute_loss` (a Hugging Face
 `Trainer` method that needs its model, accelerator and batch layout); it is a few lines, and
@@ -38,6 +39,23 @@ class PreferenceTerms:
             "logps/chosen": self.chosen_logps.detach().mean(),
             "logps/rejected": self.rejected_logps.detach().mean(),
         }
+
+
+def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor, ld_alpha: float | None = None) -> torch.Tensor:
+    """Each row's log-probability of its reply: `token_logps` and the boolean `mask` of the
+    supervised (reply and eos) tokens are (2N, T), the N chosen rows then the N rejected ones.
+
+    With `ld_alpha` (LD-DPO, Liu et al. 2024; TRL's `ld_alpha`), the tokens of a reply past the
+    length of the shorter reply of its pair count `ld_alpha` times: the part both replies share
+    decides the preference, so a policy cannot win the margin by saying more. 1 is plain DPO,
+    0 ignores the longer reply's excess.
+    """
+    if ld_alpha is None:
+        return (token_logps * mask).sum(dim=1)
+    position = mask.cumsum(dim=1)
+    shared = torch.minimum(*mask.sum(dim=1).chunk(2)).repeat(2)
+    weight = torch.where(position <= shared[:, None], 1.0, ld_alpha).to(token_logps.dtype)
+    return (token_logps * weight * mask).sum(dim=1)
 
 
 def preference_loss(

@@ -26,19 +26,21 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
-from jsonargparse.typing import restricted_number_type
+import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, restricted_number_type
 from torchmetrics import MeanMetric
 
 from empathic_lora.errors import UserError
-from empathic_lora.evaluate.metrics import example_nll
 from empathic_lora.train import policy_start
-from empathic_lora.train.preference_loss import PreferenceTerms, preference_loss
+from empathic_lora.train.preference_loss import PreferenceTerms, preference_loss, sequence_logps
 
 log = logging.getLogger(__name__)
 
 Objective = Literal["sft", "dpo"]
 # cDPO's label noise: at 0.5 chosen and rejected would be interchangeable.
 LabelSmoothing = restricted_number_type("ZeroToBelowHalf", float, [(">=", 0), ("<", 0.5)])
+# LD-DPO's weight of the tokens past the shorter reply: 0 drops them, 1 is plain DPO.
+LengthWeight = ClosedUnitInterval
 REFERENCE_KEY = "preference_reference"  # the checkpoint's reference log-probabilities
 LOGGED = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
 Batch = dict[str, torch.Tensor]
@@ -113,10 +115,13 @@ class PreferenceObjective:
 
     # -- the objective ------------------------------------------------------------------------------
     def _sequence_logps(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's summed log-probability of its supervised tokens (reply and eos), and their count."""
+        """Each row's summed log-probability of its supervised tokens (reply and eos), weighted as
+        `dpo_ld_alpha` says (`sequence_logps`), and their count."""
         logits, targets, _ = self.forward_batch(batch)
-        logps = -example_nll(logits, targets, batch["labels"]).float()
-        return logps, (batch["labels"][:, 1:] != -100).sum(dim=1)
+        mask = batch["labels"][:, 1:] != -100
+        token_logps = torch.zeros(mask.shape, dtype=torch.float64, device=logits.device)
+        token_logps[mask] = -F.cross_entropy(logits.float(), targets, reduction="none").double()  # row order, as the mask
+        return sequence_logps(token_logps, mask, self.hparams.get("dpo_ld_alpha")).float(), mask.sum(dim=1)
 
     def _preference_terms(self, batch: Batch, split: str) -> PreferenceTerms:
         logps, tokens = self._sequence_logps(batch)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from trl.trainer import dpo_trainer as trl_dpo  # the dev extra's trl
 
-from empathic_lora.train.preference_loss import preference_loss
+from empathic_lora.train.preference_loss import preference_loss, sequence_logps
 
 PAIRS, WIDTH = 5, 7
 
@@ -42,14 +42,15 @@ def _inputs(seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Ten
     return inputs, per_token, ref
 
 
-def _trl(inputs: dict[str, torch.Tensor], per_token: torch.Tensor, loss_type: str, beta: float) -> tuple[float, dict[str, float]]:
+def _trl(inputs: dict[str, torch.Tensor], per_token: torch.Tensor, loss_type: str, beta: float,
+         ld_alpha: float | None = None) -> tuple[float, dict[str, float]]:
     """TRL's loss and logged metrics for these inputs: its method on a stand-in trainer and model."""
     shape = per_token.shape
     outputs = SimpleNamespace(log_probs=per_token, entropy=torch.zeros(shape), mean_logits=torch.zeros(shape),
                               is_top1=torch.zeros(shape, dtype=torch.bool))
     model = SimpleNamespace(training=True)
     trainer = SimpleNamespace(
-        model=model, accelerator=_Accelerator(), aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True,
+        model=model, accelerator=_Accelerator(), aux_loss_enabled=False, ld_alpha=ld_alpha, precompute_ref_logps=True,
         f_divergence_type="reverse_kl", loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=0.0,
         _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1, use_weighting=False,
     )
@@ -57,8 +58,10 @@ def _trl(inputs: dict[str, torch.Tensor], per_token: torch.Tensor, loss_type: st
     return float(loss), {k: v[-1] for k, v in trainer._metrics["train"].items()}
 
 
-def _ours(inputs: dict[str, torch.Tensor], per_token: torch.Tensor, loss_type: str, beta: float, smoothing: float = 0.0):
-    logps, tokens = per_token.sum(dim=1), inputs["completion_mask"].sum(dim=1)
+def _ours(inputs: dict[str, torch.Tensor], per_token: torch.Tensor, loss_type: str, beta: float, smoothing: float = 0.0,
+          ld_alpha: float | None = None):
+    mask = inputs["completion_mask"][:, 1:].bool()  # TRL's shifted mask: the positions of per_token
+    logps, tokens = sequence_logps(per_token, mask, ld_alpha), inputs["completion_mask"].sum(dim=1)
     return preference_loss(logps[:PAIRS], logps[PAIRS:], inputs["ref_chosen_logps"], inputs["ref_rejected_logps"],
                            beta=beta, loss_type=loss_type, label_smoothing=smoothing,
                            chosen_tokens=tokens[:PAIRS], rejected_tokens=tokens[PAIRS:])
@@ -75,6 +78,22 @@ def test_loss_and_logged_metrics_equal_trl(loss_type: str, beta: float) -> None:
     assert set(logged) <= set(trl_metrics)
     assert logged == pytest.approx({k: trl_metrics[k] for k in logged}, rel=1e-6, abs=1e-7)
     assert 0 < logged["rewards/accuracies"] < 1  # the inputs separate the metrics: not all one way
+
+
+@pytest.mark.parametrize("ld_alpha", [0.0, 0.3, 1.0])
+def test_length_desensitized_logps_equal_trls_ld_alpha(ld_alpha: float) -> None:
+    """LD-DPO: TRL weights the tokens past the pair's shorter reply inside `_compute_loss`; the
+    same inputs through `sequence_logps` give its loss and its logged log-probabilities."""
+    inputs, per_token, _ = _inputs(seed=5)
+    lengths = inputs["completion_mask"].sum(dim=1)
+    assert (lengths[:PAIRS] != lengths[PAIRS:]).any()  # some pairs differ in length: the weighting shows
+    trl_loss, trl_metrics = _trl(inputs, per_token, "sigmoid", 0.1, ld_alpha)
+    ours = _ours(inputs, per_token, "sigmoid", 0.1, ld_alpha=ld_alpha)
+    assert float(ours.loss) == pytest.approx(trl_loss, rel=1e-6)
+    for name in ("logps/chosen", "logps/rejected", "rewards/margins"):
+        assert float(ours.logged()[name]) == pytest.approx(trl_metrics[name], rel=1e-6, abs=1e-7), name
+    plain = float(_ours(inputs, per_token, "sigmoid", 0.1).loss)
+    assert (float(ours.loss) == pytest.approx(plain)) == (ld_alpha == 1.0)
 
 
 def test_cdpo_is_trl_dpo_with_each_label_flipped_with_probability_eps() -> None:

@@ -105,6 +105,17 @@ def test_resume_of_a_dpo_run_is_exact(tmp_path: Path, uninterrupted: dict) -> No
         torch.testing.assert_close(resumed["state_dict"][key], value, atol=1e-6, rtol=0, msg=key)
 
 
+def test_ld_dpo_starts_at_ln2_and_weighs_the_longer_replies_less(tmp_path: Path, uninterrupted_root: Path) -> None:
+    """`--model.dpo_ld_alpha 0`: policy and reference weigh alike, so step 0 is still exactly ln 2;
+    the sequence log-probabilities only count each pair's shared length, so they are higher."""
+    _fit(tmp_path, *SMALL, "--trainer.max_steps", "1", "--model.dpo_ld_alpha", "0")
+    first, plain = _rows(tmp_path)[0], _rows(uninterrupted_root)[0]
+    assert float(first["train/loss"]) == float(torch.tensor(math.log(2)))
+    assert float(first["train/logps/chosen"]) + float(first["train/logps/rejected"]) > (
+        float(plain["train/logps/chosen"]) + float(plain["train/logps/rejected"]))
+    assert _last(tmp_path, 0)["hyper_parameters"]["dpo_ld_alpha"] == 0.0
+
+
 def test_init_from_copies_another_runs_adapter_and_refuses_one_that_does_not_fit(tiny_ckpt: Path) -> None:
     module = EmpatheticLoRAModule("builtin:tiny-gpt2", random_init=True, r=16, alpha=32, target_modules=["c_attn", "c_proj", "c_fc"],
                                   num_generation_samples=0)
@@ -138,6 +149,7 @@ def test_a_dpo_run_continues_from_an_sft_checkpoint(tmp_path: Path, tiny_ckpt: P
     (["--model.init_from", "no/such/run.ckpt"], ["--model.init_from no/such/run.ckpt"], True),
     (["--data.pairs", "no/such/pairs.jsonl"], ["--data.pairs no/such/pairs.jsonl"], True),
     (["--data.val_pairs", "no/such/val.jsonl"], ["--data.val_pairs no/such/val.jsonl"], True),
+    (["--model.dpo_ld_alpha", "1.5"], ["--model.dpo_ld_alpha", "1.5"], True),
 ])
 def test_mistakes_are_one_line(tmp_path: Path, flags: list[str], needles: list[str], checked_before_the_run: bool) -> None:
     result = run_main(main, "fit", "--config", "configs/dpo.yaml", *TINY, "--trainer.default_root_dir", str(tmp_path), *flags)
@@ -165,7 +177,7 @@ def test_old_runs_keep_loading_as_sft(tiny_ckpt: Path, tmp_path: Path) -> None:
     ckpt = torch.load(tiny_ckpt, weights_only=True)
     assert "objective" not in ckpt["hyper_parameters"] or ckpt["hyper_parameters"]["objective"] == "sft"
     old = tmp_path / "old.ckpt"
-    for key in ("objective", "dpo_beta", "dpo_loss", "dpo_label_smoothing", "init_from"):
+    for key in ("objective", "dpo_beta", "dpo_loss", "dpo_label_smoothing", "dpo_ld_alpha", "init_from"):
         ckpt["hyper_parameters"].pop(key, None)
     torch.save(ckpt, old)
     shutil.copy(old, tmp_path / "copy.ckpt")
