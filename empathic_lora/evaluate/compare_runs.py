@@ -35,7 +35,7 @@ from torchmetrics.text import ROUGEScore
 
 from empathic_lora.errors import ArgumentParser, UserError, run_cli
 from empathic_lora.evaluate import reply_scoring, results_file, samples_file
-from empathic_lora.evaluate.metrics import DEFAULT_REPLY_METRICS, build_reply_metrics, generic_reply_rate
+from empathic_lora.evaluate.metrics import DEFAULT_REPLY_METRICS, build_reply_metrics, common_opening_share, reply_opening
 from empathic_lora.paths import RUNS, newest_run_file
 
 BOOTSTRAP_SEED = 0
@@ -226,12 +226,12 @@ def paired_rows(specs: Sequence[dict[str, Any]], pairs: Sequence[tuple[dict[str,
         else:
             p, test = paired_bootstrap_p(len(a), lambda index: b[index].mean() - a[index].mean(), resamples), bootstrap
         rows.append([name, format_value(a.mean()), format_value(b.mean()), format_value(b.mean() - a.mean()), f"{p:.3g}", test])
-    a_replies, b_replies = [x["reply"] for x in a_lines], [y["reply"] for y in b_lines]
+    a_openings, b_openings = ([reply_opening(line["reply"]) for line in lines] for lines in (a_lines, b_lines))
 
     def generic_difference(index: np.ndarray) -> float:
-        return generic_reply_rate([b_replies[i] for i in index]) - generic_reply_rate([a_replies[i] for i in index])
+        return common_opening_share([b_openings[i] for i in index]) - common_opening_share([a_openings[i] for i in index])
 
-    generic_a, generic_b = generic_reply_rate(a_replies), generic_reply_rate(b_replies)
+    generic_a, generic_b = common_opening_share(a_openings), common_opening_share(b_openings)
     p = paired_bootstrap_p(len(pairs), generic_difference, resamples)
     rows.append(["generic_rate", format_value(generic_a), format_value(generic_b), format_value(generic_b - generic_a), f"{p:.3g}", bootstrap])
     return rows

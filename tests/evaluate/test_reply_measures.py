@@ -14,7 +14,13 @@ from scipy.stats import binomtest
 from empathic_lora.conversation import render
 from empathic_lora.data.datamodule import EmpatheticDialoguesDataModule
 from empathic_lora.evaluate import compare_runs
-from empathic_lora.evaluate.metrics import EmotionAccuracy, GenericReplyRate, generic_reply_rate, reply_opening
+from empathic_lora.evaluate.metrics import (
+    EmotionAccuracy,
+    GenericReplyRate,
+    common_opening_share,
+    generic_reply_rate,
+    reply_opening,
+)
 from empathic_lora.evaluate.reply_emotion import ReplyEmotionClassifier
 
 REPLIES = (["That is so sad."] * 3 + ["That's so nice!"] * 2 + ["I am sorry to hear that."] * 2
@@ -32,6 +38,10 @@ def test_generic_rate_counts_the_replies_opening_with_the_five_most_frequent_ope
     assert generic_reply_rate(REPLIES) == pytest.approx(10 / 12)
     assert generic_reply_rate(REPLIES, top=1) == pytest.approx(5 / 12)
     assert generic_reply_rate(["Same here."] * 4) == 1.0 and generic_reply_rate([]) == 0.0
+    # The form score's bootstrap uses: openings found once, then counted per resample.
+    openings = [reply_opening(text) for text in REPLIES]
+    assert common_opening_share(openings) == generic_reply_rate(REPLIES)
+    assert common_opening_share(openings, top=1) == generic_reply_rate(REPLIES, top=1)
     metric = GenericReplyRate(top=2)
     metric.update(REPLIES[:6])
     metric.update(REPLIES[6:])
